@@ -1,0 +1,10 @@
+"""moonsearch: product retrieval by text, image or both, on the MOON2.0 method."""
+
+__version__ = "0.1.0"
+
+
+def open_index(path, device: str = "auto"):
+    """Open an index folder for searching (see moonsearch.search.ProductIndex)."""
+    from moonsearch.search.searcher import ProductIndex
+
+    return ProductIndex.open(path, device=device)
