@@ -1,0 +1,187 @@
+"""The `moonsearch` command: index, query, info, train, eval.
+
+Every subcommand is a thin shell over the Python API. Errors the user can fix are printed as
+one clear line (exit code 2), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from moonsearch.errors import MoonsearchError
+from moonsearch.progress import console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Product retrieval by text, image, or both (MOON2.0).")
+INDEXES_DIR = Path("indexes")
+out_console = console.__class__()  # stdout, for results
+
+
+def default_index() -> Path:
+    """The only index under ./indexes, so `moonsearch query "red dress"` works after one `index`."""
+    found = sorted(p.parent for p in INDEXES_DIR.glob("*/manifest.json"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise MoonsearchError("no index under ./indexes: run `moonsearch index CATALOG` first, or pass --index")
+    names = ", ".join(str(p) for p in found)
+    raise MoonsearchError(f"several indexes under ./indexes ({names}): choose one with --index")
+
+
+@app.command()
+def index(
+    catalog: Path = typer.Argument(..., help="Catalog folder or file (JSONL, CSV, Parquet, Kaggle styles.csv)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Index folder [default: indexes/<catalog name>]."),
+    encoder: str = typer.Option("default", help="Encoder name (see `moonsearch info --encoders`)."),
+    index_type: str = typer.Option("auto", "--index-type", help="auto | flat | ivf | hnsw."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+):
+    """Index a product catalog into FAISS + DuckDB."""
+    from moonsearch.index.builder import SKIPS_FILE, build_index
+
+    source = catalog.resolve()
+    name = source.stem if source.is_file() else source.name
+    out = out or INDEXES_DIR / name
+    summary = build_index(catalog, out, encoder=encoder, index_type=index_type, device=device,
+                          batch_size=batch_size)
+    console.print(
+        f"[bold green]indexed[/] {summary.products} products into {out} "
+        f"({summary.with_image} with image, {summary.text_only} text-only, {summary.skipped} skipped) "
+        f"in {summary.seconds:.1f}s = {summary.products_per_second:.1f} products/s; "
+        f"index {summary.index_type}, {summary.placement}"
+    )
+    if summary.report:
+        console.print(f"skip and text-only report: {out / SKIPS_FILE}")
+        for entry in summary.report[:5]:
+            console.print(f"  {entry['kind']}: {entry['source']} {entry['id'] or ''} - {entry['reason']}")
+        if len(summary.report) > 5:
+            console.print(f"  ... {len(summary.report) - 5} more")
+
+
+def _hits_table(hits, display_fields: list[str]) -> Table:
+    table = Table(show_lines=False)
+    for column in ("#", "score", "id", "title", *display_fields, "image"):
+        table.add_column(column, overflow="fold")
+    for hit in hits:
+        values = [str(hit.attributes.get(f, "")) for f in display_fields]
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.id, hit.title, *values, hit.image or "-")
+    return table
+
+
+@app.command()
+def query(
+    text: Optional[str] = typer.Argument(None, help="Query text."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Query image file."),
+    index_path: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: the only one in ./indexes]."),
+    k: int = typer.Option(10, "--k", min=1, help="How many products to return."),
+    filters: List[str] = typer.Option([], "--filter", help="field=value, field=a,b, field!=v, field<n, field>=n; repeatable."),
+    view: str = typer.Option("mm", "--view", help="mm (products) | image | text."),
+    as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+):
+    """Find products by text, by image, or by both."""
+    from moonsearch.search.searcher import ProductIndex
+
+    searcher = ProductIndex.open(index_path or default_index(), device=device)
+    hits = searcher.search(text=text, image=image, k=k, filters=filters, view=view)
+    if as_json:
+        sys.stdout.write(json.dumps([h.to_json() for h in hits], ensure_ascii=False, indent=2) + "\n")
+        return
+    if not hits:
+        out_console.print("no products match")
+        return
+    out_console.print(_hits_table(hits, searcher.manifest.display_fields))
+
+
+@app.command()
+def info(
+    index_path: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: the only one in ./indexes]."),
+    as_json: bool = typer.Option(False, "--json"),
+    encoders: bool = typer.Option(False, "--encoders", help="List the shipped encoders instead."),
+):
+    """Describe an index: encoder, counts, index type, filterable fields."""
+    if encoders:
+        from moonsearch.encoder.registry import available_encoders
+
+        out_console.print("\n".join(available_encoders()))
+        return
+    from moonsearch.search.searcher import ProductIndex
+
+    details = ProductIndex.open(index_path or default_index()).info()
+    if as_json:
+        sys.stdout.write(json.dumps(details, indent=2, default=str) + "\n")
+        return
+    manifest = details["manifest"]
+    table = Table(title=f"index {details['path']}", show_header=False)
+    for key in ("encoder", "dim", "index_type", "views", "counts", "source", "created", "format_version"):
+        value = manifest[key]
+        table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    fields = ", ".join(f"{k} ({n})" for k, n in details["filterable_fields"][:25])
+    more = len(details["filterable_fields"]) - 25
+    table.add_row("filters", fields + (f", ... {more} more" if more > 0 else ""))
+    table.add_row("skip report", str(details["skip_report"]))
+    out_console.print(table)
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., "--data", help="Training catalog (its train split is used)."),
+    config: str = typer.Option("baseline", "--config", help="Config name shipped in moonsearch/train/configs, or a JSON path."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output path without suffix [default: the config's encoder in moonsearch/encoder/weights]."),
+):
+    """Train an encoder on a catalog's train split."""
+    from moonsearch.encoder.registry import WEIGHTS_DIR
+    from moonsearch.train.baseline import load_config, train_baseline
+
+    cfg = load_config(config)
+    if cfg.get("encoder") != "baseline":
+        raise MoonsearchError(f"config {config} trains '{cfg.get('encoder')}', which this version cannot train")
+    report = train_baseline(data, cfg, out or WEIGHTS_DIR / cfg["encoder"])
+    console.print(f"[bold green]trained[/] in {report['wall_seconds']['total']}s; last epoch: {report['history'][-1]}")
+
+
+@app.command(name="eval")
+def evaluate(
+    protocol: str = typer.Argument("shopper", help="shopper"),
+    index_path: Optional[Path] = typer.Option(None, "--index", help="Index of ../shared/data/myntra."),
+    queries: Path = typer.Option(Path("../shared/data/queries/shopper_queries.jsonl"), "--queries"),
+    split: str = typer.Option("test", "--split", help="Products ranked: this split only."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Score an index on shopper queries (P@10, nDCG@10, R@100 over the test split)."""
+    from moonsearch.eval.shopper import evaluate_shopper_queries
+    from moonsearch.search.searcher import ProductIndex
+
+    if protocol != "shopper":
+        raise MoonsearchError(f"unknown protocol '{protocol}' (this version has: shopper)")
+    result = evaluate_shopper_queries(ProductIndex.open(index_path or default_index()), queries, split=split)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    table = Table(title=f"shopper queries ({result['queries']} queries, split={split})")
+    for name in ("P@10", "nDCG@10", "R@100", "MRR"):
+        table.add_column(name)
+    table.add_row(*(f"{result['metrics'][n]:.3f}" for n in ("P@10", "nDCG@10", "R@100", "MRR")))
+    out_console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except MoonsearchError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        raise SystemExit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The one interface every encoder offers: any mix of text and image in, one shared space out."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+VIEWS = ("mm", "image", "text")
+
+
+@dataclass(frozen=True)
+class ProductViews:
+    """A batch of products embedded three ways; rows without an image hold zeros in `image`."""
+
+    mm: np.ndarray
+    image: np.ndarray
+    text: np.ndarray
+
+    def __getitem__(self, view: str) -> np.ndarray:
+        return getattr(self, view)
+
+
+class Encoder:
+    """Embeds text-only, image-only and image+text inputs into L2-normalised float32 vectors.
+
+    `encode` takes parallel lists where either entry of a pair may be None: a text query is
+    (text, None), an image query (None, image), a product or a combined query (text, image).
+    """
+
+    name: str
+    dim: int
+    weights_path: Path | None = None
+
+    @property
+    def encoder_id(self) -> str:
+        """Name plus a hash of the weights, recorded in every index this encoder builds."""
+        if self.weights_path is None:
+            return self.name
+        return f"{self.name}@{file_sha256(self.weights_path)[:16]}"
+
+    def encode(
+        self, texts: Sequence[str | None], images: Sequence[Image.Image | None]
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_views(
+        self, texts: Sequence[str], images: Sequence[Image.Image | None]
+    ) -> ProductViews:
+        """Products as multimodal, image-only and text-only vectors (override to share work)."""
+        n = len(texts)
+        image_rows = [i for i, im in enumerate(images) if im is not None]
+        image_view = np.zeros((n, self.dim), np.float32)
+        if image_rows:
+            image_view[image_rows] = self.encode([None] * len(image_rows), [images[i] for i in image_rows])
+        return ProductViews(
+            mm=self.encode(texts, images), image=image_view, text=self.encode(texts, [None] * n)
+        )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -1,0 +1,73 @@
+"""How a product's record becomes the text an encoder reads.
+
+Titles alone miss what shoppers type ("striped", "formal", "men"): the measured reference on
+Myntra is P@10 0.690 for titles vs 0.788 for title + structured attributes. So the product text
+is the title followed by short attribute values, most telling first, within a token budget.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+# Fields that say what the product is, in the order a shopper's words usually come.
+LEADING_FIELDS = (
+    "gender", "baseColour", "colour", "color", "articleType", "category", "subCategory",
+    "usage", "season", "brand",
+)
+# Fields that are bookkeeping, not description.
+IGNORED_FIELDS = {
+    "id", "split", "image", "images", "image_path", "year", "price", "discountedPrice",
+    "descriptors", "masterCategory", "colour1", "colour2", "url", "sku",
+}
+IGNORED_NESTED = {"Body or Garment Size", "Wash Care", "Warranty", "Multipack Set", "Display"}
+MISSING_VALUES = {"", "na", "n/a", "none", "null", "nan", "-"}
+MAX_VALUE_CHARS = 40
+MAX_TEXT_CHARS = 300
+
+
+def _clean(value: Any) -> str | None:
+    if value is None or isinstance(value, (bool, int, float, dict, list)):
+        return None
+    text = " ".join(str(value).split())
+    if text.lower() in MISSING_VALUES or len(text) > MAX_VALUE_CHARS:
+        return None
+    return text
+
+
+def attribute_phrases(attributes: Mapping[str, Any]) -> list[str]:
+    """Short descriptive phrases from a product's attributes, leading fields first."""
+    phrases: list[str] = []
+    keys = [k for k in LEADING_FIELDS if k in attributes]
+    keys += [k for k in attributes if k not in LEADING_FIELDS and k not in IGNORED_FIELDS]
+    for key in keys:
+        value = attributes[key]
+        if isinstance(value, Mapping):
+            for sub_key, sub_value in value.items():
+                text = _clean(sub_value)
+                if text and sub_key not in IGNORED_NESTED:
+                    phrases.append(f"{sub_key} {text}")
+            continue
+        text = _clean(value)
+        if text:
+            phrases.append(text)
+    return phrases
+
+
+def _dedupe(words: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    kept = []
+    for word in words:
+        if word.lower() not in seen:
+            seen.add(word.lower())
+            kept.append(word)
+    return kept
+
+
+def product_text(title: str, attributes: Mapping[str, Any]) -> str:
+    """Title, then attribute phrases not already in the title, cut at MAX_TEXT_CHARS."""
+    title_words = {w.lower() for w in title.split()}
+    extra = [p for p in _dedupe(attribute_phrases(attributes)) if p.lower() not in title_words]
+    text = title.strip()
+    if extra:
+        text += ". " + ", ".join(extra)
+    return text[:MAX_TEXT_CHARS]

@@ -1,0 +1,56 @@
+"""Shopper queries with relevance rules, scored through the real query layer.
+
+A rule `{"articleType": ["Dresses"], "baseColour": ["Red"]}` makes a product relevant when every
+field has one of the listed values (`attributes.X` reads the nested attribute X). Rankings come
+from `ProductIndex.search` restricted to one split, exactly as a user would filter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from moonsearch.errors import MoonsearchError
+from moonsearch.eval.metrics import ranking_metrics
+
+K = 100
+
+
+def field_value(attributes: Mapping[str, Any], field: str) -> Any:
+    value: Any = attributes
+    for part in field.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def is_relevant(attributes: Mapping[str, Any], rule: Mapping[str, list]) -> bool:
+    return all(str(field_value(attributes, f)) in {str(v) for v in allowed} for f, allowed in rule.items())
+
+
+def load_queries(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        raise MoonsearchError(f"no shopper queries at {path}")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def evaluate_shopper_queries(index, queries_path: Path, split: str = "test") -> dict:
+    """P@10, nDCG@10, R@100 and MRR of `index` on the queries, over products of `split`."""
+    queries = load_queries(queries_path)
+    filters = [f"split={split}"]
+    products = index.store.products(index.allowed_rows(filters, "mm"))
+    rankings, relevants = [], []
+    for q in queries:
+        hits = index.search(text=q["query"], k=K, filters=filters)
+        rankings.append([h.id for h in hits])
+        relevants.append({p["id"] for p in products if is_relevant(p["attributes"], q["match"])})
+    metrics = ranking_metrics(rankings, relevants, ks=(10, 100))
+    return {
+        "queries": len(queries), "split": split, "products": len(products),
+        "metrics": {"P@10": metrics["P@10"], "nDCG@10": metrics["nDCG@10"], "R@100": metrics["R@100"],
+                    "MRR": metrics["MRR"]},
+        "encoder": index.manifest.encoder["id"],
+    }

@@ -1,0 +1,6 @@
+"""Query layer: ProductIndex.search for text, image and text+image queries with filters."""
+
+from moonsearch.store.filters import Filter, parse_filter, parse_filters
+from moonsearch.search.searcher import Hit, ProductIndex
+
+__all__ = ["Filter", "Hit", "ProductIndex", "parse_filter", "parse_filters"]

@@ -1,0 +1,65 @@
+"""The manifest: what an index folder holds and which encoder made it.
+
+It is written last, so a folder without one was never finished; `query` checks it before
+reading anything else, and refuses an index another encoder or format version built.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from moonsearch.errors import IndexFormatError
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Manifest:
+    encoder: dict                 # {"name", "id", "weights"}: id is name@weights-hash
+    dim: int
+    index_type: str               # flat | ivf | hnsw
+    views: list[str]
+    counts: dict                  # products, with_image, text_only, skipped
+    source: dict                  # catalog path and layout
+    created: str
+    moonsearch_version: str
+    display_fields: list[str] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+
+    def write(self, folder: Path) -> None:
+        tmp = Path(folder) / (MANIFEST_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(Path(folder) / MANIFEST_FILE)
+
+    @classmethod
+    def read(cls, folder: Path) -> "Manifest":
+        folder = Path(folder)
+        path = folder / MANIFEST_FILE
+        if not folder.exists():
+            raise IndexFormatError(f"no index at {folder}: build one with `moonsearch index CATALOG --out {folder}`")
+        if not path.exists():
+            raise IndexFormatError(f"{folder} is not a finished moonsearch index (no {MANIFEST_FILE})")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise IndexFormatError(f"{path} is unreadable: {exc}") from None
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{folder} has index format version {version}; this moonsearch reads version "
+                f"{FORMAT_VERSION}. Rebuild it with `moonsearch index`."
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise IndexFormatError(f"{path} is not a valid manifest: {exc}") from None
+
+    def check_encoder(self, encoder_id: str, folder: Path) -> None:
+        if self.encoder.get("id") != encoder_id:
+            raise IndexFormatError(
+                f"{folder} was built by encoder {self.encoder.get('id')}, but the encoder here is "
+                f"{encoder_id}: its vectors are not comparable. Rebuild it with `moonsearch index`."
+            )

@@ -1,0 +1,182 @@
+"""Product metadata in DuckDB: what each vector row is, and the attributes filters run on.
+
+Attributes are stored long-form (row, key, value) with nested keys flattened as
+`attributes.Pattern`, so any catalog's columns are filterable without a schema per catalog, and
+filter keys travel as bound parameters, never as SQL identifiers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from moonsearch.errors import IndexFormatError, MoonsearchError
+from moonsearch.store.filters import Filter
+
+DB_FILE = "metadata.duckdb"
+
+SCHEMA = """
+CREATE TABLE products (
+    row INTEGER PRIMARY KEY, id VARCHAR NOT NULL UNIQUE, title VARCHAR NOT NULL,
+    description VARCHAR, images VARCHAR[], has_image BOOLEAN NOT NULL,
+    attributes JSON, source VARCHAR
+);
+CREATE TABLE attributes (
+    row INTEGER NOT NULL, key VARCHAR NOT NULL, value VARCHAR, value_lower VARCHAR, value_num DOUBLE
+);
+"""
+
+
+@dataclass(frozen=True)
+class ProductRow:
+    row: int
+    id: str
+    title: str
+    description: str | None
+    images: Sequence[str]
+    has_image: bool
+    attributes: Mapping[str, Any]
+    source: str
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def flatten_attributes(attributes: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(key, scalar) pairs: nested dicts as dotted keys, lists as one pair per element."""
+    for key, value in attributes.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from flatten_attributes(value, prefix=f"{name}.")
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if item is not None and not isinstance(item, (Mapping, list, tuple)):
+                    yield name, item
+        elif value is not None and str(value).strip() != "":
+            yield name, value
+
+
+class MetadataWriter:
+    """Appends products batch by batch into a new DuckDB file."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / DB_FILE
+        self.con = duckdb.connect(str(self.path))
+        self.con.execute(SCHEMA)
+
+    def add(self, rows: Iterable[ProductRow]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        products = pa.table({
+            "row": [r.row for r in rows], "id": [r.id for r in rows], "title": [r.title for r in rows],
+            "description": [r.description for r in rows], "images": [list(map(str, r.images)) for r in rows],
+            "has_image": [r.has_image for r in rows],
+            "attributes": [json.dumps(r.attributes, default=str, ensure_ascii=False) for r in rows],
+            "source": [r.source for r in rows],
+        })
+        pairs = [(r.row, k, v) for r in rows for k, v in flatten_attributes(r.attributes)]
+        attributes = pa.table({
+            "row": pa.array([p[0] for p in pairs], pa.int32()),
+            "key": pa.array([p[1] for p in pairs], pa.string()),
+            "value": pa.array([_as_text(p[2]) for p in pairs], pa.string()),
+            "value_lower": pa.array([_as_text(p[2]).lower() for p in pairs], pa.string()),
+            "value_num": pa.array([_as_number(p[2]) for p in pairs], pa.float64()),
+        })
+        self.con.register("batch_products", products)
+        self.con.register("batch_attributes", attributes)
+        self.con.execute("INSERT INTO products SELECT row, id, title, description, images, has_image, "
+                         "attributes::JSON, source FROM batch_products")
+        self.con.execute("INSERT INTO attributes SELECT * FROM batch_attributes")
+        self.con.unregister("batch_products")
+        self.con.unregister("batch_attributes")
+
+    def close(self) -> None:
+        self.con.execute("CREATE INDEX attributes_key ON attributes (key)")
+        self.con.execute("CHECKPOINT")
+        self.con.close()
+
+
+class MetadataStore:
+    """Read side: product records by vector row, and filters turned into allowed rows."""
+
+    def __init__(self, folder: Path):
+        path = Path(folder) / DB_FILE
+        if not path.exists():
+            raise IndexFormatError(f"{folder} has no {DB_FILE}: not a moonsearch index")
+        self.con = duckdb.connect(str(path), read_only=True)
+
+    def count(self) -> int:
+        return self.con.execute("SELECT count(*) FROM products").fetchone()[0]
+
+    def products(self, rows: Sequence[int]) -> list[dict]:
+        """Records for vector rows, in the order asked."""
+        if len(rows) == 0:
+            return []
+        found = self.con.execute(
+            "SELECT row, id, title, description, images, has_image, attributes, source "
+            "FROM products WHERE row IN (SELECT unnest(?))", [list(map(int, rows))]
+        ).fetchall()
+        by_row = {
+            r[0]: {"row": r[0], "id": r[1], "title": r[2], "description": r[3], "images": r[4],
+                   "has_image": r[5], "attributes": json.loads(r[6]) if r[6] else {}, "source": r[7]}
+            for r in found
+        }
+        return [by_row[int(r)] for r in rows]
+
+    def row_of(self, product_id: str) -> int | None:
+        found = self.con.execute("SELECT row FROM products WHERE id = ?", [str(product_id)]).fetchone()
+        return None if found is None else found[0]
+
+    def rows_with_image(self) -> np.ndarray:
+        return self._rows("SELECT row FROM products WHERE has_image", [])
+
+    def attribute_keys(self) -> list[tuple[str, int]]:
+        """Filterable keys with how many products have them, most common first."""
+        return self.con.execute(
+            "SELECT key, count(DISTINCT row) AS n FROM attributes GROUP BY key ORDER BY n DESC, key"
+        ).fetchall()
+
+    def _rows(self, sql: str, params: list) -> np.ndarray:
+        return np.array([r[0] for r in self.con.execute(sql, params).fetchall()], dtype=np.int64)
+
+    def allowed_rows(self, filters: Sequence[Filter]) -> np.ndarray:
+        """Rows matching every filter (sorted), evaluated with bound parameters only."""
+        parts, params = [], []
+        known = {k for k, _ in self.attribute_keys()}
+        for f in filters:
+            if f.key not in known:
+                close = sorted(k for k in known if k.lower() == f.key.lower())
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise MoonsearchError(f"no attribute '{f.key}' in this index{hint}; "
+                                      f"`moonsearch info` lists the filterable fields")
+            sql, values = f.to_sql()
+            parts.append(sql)
+            params.extend(values)
+        query = " INTERSECT ".join(parts) if parts else "SELECT row FROM products"
+        return np.sort(self._rows(query, params))
+
+    def close(self) -> None:
+        self.con.close()

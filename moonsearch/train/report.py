@@ -1,0 +1,31 @@
+"""Write what a training run ships: weights, the config that made them, and its report."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+
+def save_training_outputs(state_dict: dict, config: dict, report: dict, out: Path) -> None:
+    """`out` without suffix: writes out.safetensors, out.json and out.report.json atomically."""
+    from safetensors.torch import save_file
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {**report, "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                                    "processor": platform.machine(), "threads": torch.get_num_threads()}}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    targets = {
+        out.with_suffix(".safetensors"): None,
+        out.with_suffix(".json"): json.dumps(config, indent=2),
+        out.with_suffix(".report.json"): json.dumps(report, indent=2),
+    }
+    for target, text in targets.items():
+        tmp = target.with_name(target.name + ".tmp")
+        if text is None:
+            save_file(tensors, str(tmp))
+        else:
+            tmp.write_text(text + "\n")
+        tmp.replace(target)
