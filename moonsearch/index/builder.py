@@ -75,9 +75,13 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _swap_into_place(staging: Path, out: Path) -> None:
-    if out.exists() and not (out / MANIFEST_FILE).exists() and any(out.iterdir()):
+def _check_replaceable(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (not (out / MANIFEST_FILE).exists() and any(out.iterdir()))):
         raise MoonsearchError(f"{out} exists and is not a moonsearch index; refusing to replace it")
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    _check_replaceable(out)
     retired = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         out.rename(retired)
@@ -115,6 +119,7 @@ def build_index(
     """Index a catalog into `out`. `fail_after_batches` simulates a crash (tests only)."""
     started = time.time()
     out = Path(out)
+    _check_replaceable(out)
     catalog = open_catalog(catalog_path)
     scan = catalog.scan()  # text-only pass: duplicate ids and bad text fail here, before any encoding
     if scan.products == 0:
