@@ -9,6 +9,7 @@ everything, excluded queries are not counted).
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from PIL import Image, ImageDraw
 
 from moonsearch.errors import MoonsearchError
 from moonsearch.eval.datasets import load_fashion200k, load_m5product, load_mbe2
-from moonsearch.eval.protocols import fashion200k, m5product, mbe2, run_protocol
+from moonsearch.eval.datasets.fashion200k import first_products
+from moonsearch.eval.protocols import PROTOCOLS, fashion200k, m5product, mbe2, run_protocol
 
 F200K_SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fashion200k" / "labels_sample.jsonl"
 PALETTE = [(200, 30, 40), (30, 60, 200), (30, 150, 60), (20, 20, 20), (230, 200, 40), (150, 60, 170), (240, 130, 30)]
@@ -286,6 +288,7 @@ def test_fashion200k_loader(f200k_root):
     limited = load_fashion200k(f200k_root, limit=3)
     assert limited.products == 3
     assert [im.category for im in limited.images] == ["dress", "dress", "jacket", "jacket", "pants", "pants"]
+    assert first_products(ds, 3).images == limited.images  # the same cut on already loaded data
 
 
 def test_fashion200k_protocol(f200k_root, encoder):
@@ -354,6 +357,12 @@ def test_fashion200k_missing_folder_is_a_clear_error(tmp_path):
     (tmp_path / "labels").mkdir()
     with pytest.raises(MoonsearchError, match="no Fashion200k label files"):
         load_fashion200k(tmp_path)
+
+
+def test_every_benchmark_module_has_load():
+    """The runner loads any benchmark as `moonsearch.eval.datasets.<name>.load(path)`."""
+    for name in PROTOCOLS:
+        assert callable(importlib.import_module(f"moonsearch.eval.datasets.{name}").load)
 
 
 def test_run_protocol_by_name(tmp_path, encoder):

@@ -84,15 +84,18 @@ def load_fashion200k(data: str | Path, split: str = "test", limit: int | None = 
     if not per_category:
         raise MoonsearchError(f"no Fashion200k label files for split '{split}' in {root / 'labels'}")
     images = [image for category in CATEGORIES for image in per_category.get(category, [])]
-    if limit is not None:
-        images = _first_products(per_category, limit)
     if not images:
         raise MoonsearchError(f"no usable line in the Fashion200k '{split}' label files ({len(skipped)} skipped)")
-    return Fashion200k(root, images, missing, skipped)
+    data = Fashion200k(root, images, missing, skipped)
+    return data if limit is None else first_products(data, limit)
 
 
-def _first_products(per_category: dict[str, list[F200kImage]], limit: int) -> list[F200kImage]:
-    """All images of the first `limit` products, alternating categories."""
+def first_products(data: Fashion200k, limit: int) -> Fashion200k:
+    """The same split cut to all images of `limit` products, taken in turn from each category
+    (in file order) so that a small run still covers all five."""
+    per_category: dict[str, list[F200kImage]] = {}
+    for image in data.images:
+        per_category.setdefault(image.category, []).append(image)
     orders = {c: list(dict.fromkeys(image.product for image in images)) for c, images in per_category.items()}
     chosen: set[tuple[str, str]] = set()
     depth = 0
@@ -101,9 +104,8 @@ def _first_products(per_category: dict[str, list[F200kImage]], limit: int) -> li
             if depth < len(products) and len(chosen) < limit:
                 chosen.add((category, products[depth]))
         depth += 1
-    return [
-        image
-        for category in CATEGORIES
-        for image in per_category.get(category, [])
-        if (category, image.product) in chosen
-    ]
+    images = [image for image in data.images if (image.category, image.product) in chosen]
+    return Fashion200k(data.root, images, data.missing_files, data.skipped)
+
+
+load = load_fashion200k  # the name every benchmark module shares (used by moonsearch.eval.runner)

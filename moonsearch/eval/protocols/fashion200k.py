@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from moonsearch.eval.datasets import Item
-from moonsearch.eval.datasets.fashion200k import CATEGORIES, Fashion200k, load_fashion200k
+from moonsearch.eval.datasets.fashion200k import CATEGORIES, Fashion200k, first_products, load_fashion200k
 from moonsearch.eval.protocols import FormVectors, embed_texts, image_counts, split_queries
 from moonsearch.eval.retrieval import retrieval_recall, zero_shot_accuracy
 
@@ -27,9 +27,12 @@ LABEL_TEXTS = {
 
 
 def run(encoder, data: str | Path | Fashion200k, limit: int | None = None, batch_size: int = 64) -> dict:
-    """Score `encoder` on the Fashion200k test split (a root folder, or a loaded Fashion200k;
-    `limit`, in products, applies when loading from a folder)."""
-    ds = data if isinstance(data, Fashion200k) else load_fashion200k(data, split="test", limit=limit)
+    """Score `encoder` on the Fashion200k test split (a root folder, or a loaded Fashion200k);
+    `limit` counts products, taken in turn from each category."""
+    if isinstance(data, Fashion200k):
+        ds = data if limit is None else first_products(data, limit)
+    else:
+        ds = load_fashion200k(data, split="test", limit=limit)
     bad: dict = {}
     image_vectors = FormVectors(encoder, [Item(None, im.path) for im in ds.images], "i", bad, batch_size)
     first = {}  # path -> its first annotation line
