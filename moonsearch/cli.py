@@ -149,27 +149,53 @@ def train(
 
 @app.command(name="eval")
 def evaluate(
-    protocol: str = typer.Argument("shopper", help="shopper"),
-    index_path: Optional[Path] = typer.Option(None, "--index", help="Index of ../shared/data/myntra."),
+    protocol: str = typer.Argument(..., help="myntra | mbe2 | m5product | fashion200k | shopper (an index's ranking)."),
+    encoders: List[str] = typer.Option(["default"], "--encoder", help="default, baseline, minilm-title, bm25-title; repeatable."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder [myntra: ../shared/data/myntra]."),
     queries: Path = typer.Option(Path("../shared/data/queries/shopper_queries.jsonl"), "--queries"),
-    split: str = typer.Option("test", "--split", help="Products ranked: this split only."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N items (quick runs)."),
+    results_dir: Path = typer.Option(Path("benchmarks/results"), "--results-dir"),
+    floors: Optional[Path] = typer.Option(None, "--floors", help="Fail (exit 1) when a metric is below its floor here."),
+    index_path: Optional[Path] = typer.Option(None, "--index", help="shopper: the index of ../shared/data/myntra."),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Score an index on shopper queries (P@10, nDCG@10, R@100 over the test split)."""
-    from moonsearch.eval.shopper import evaluate_shopper_queries
-    from moonsearch.search.searcher import ProductIndex
+    """Score encoders on a benchmark protocol; write results JSON and a side-by-side table."""
+    from moonsearch.eval.runner import check_floors, run_protocol, write_result, write_table
 
-    if protocol != "shopper":
-        raise MoonsearchError(f"unknown protocol '{protocol}' (this version has: shopper)")
-    result = evaluate_shopper_queries(ProductIndex.open(index_path or default_index()), queries, split=split)
-    if as_json:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    if protocol == "shopper":
+        from moonsearch.eval.shopper import evaluate_shopper_queries
+        from moonsearch.search.searcher import ProductIndex
+
+        result = evaluate_shopper_queries(ProductIndex.open(index_path or default_index()), queries)
+        out_console.print_json(data=result) if as_json else out_console.print(result)
         return
-    table = Table(title=f"shopper queries ({result['queries']} queries, split={split})")
-    for name in ("P@10", "nDCG@10", "R@100", "MRR"):
-        table.add_column(name)
-    table.add_row(*(f"{result['metrics'][n]:.3f}" for n in ("P@10", "nDCG@10", "R@100", "MRR")))
-    out_console.print(table)
+    data = data or (Path("../shared/data/myntra") if protocol == "myntra" else None)
+    if data is None:
+        raise MoonsearchError(f"{protocol}: pass --data PATH (the dataset's official layout on disk)")
+    failures = []
+    for name in encoders:
+        console.print(f"evaluating [bold]{name}[/] on {protocol} ({data})")
+        result = run_protocol(protocol, name, data, limit=limit, queries=queries)
+        if limit is None:
+            path = write_result(result, results_dir)
+            console.print(f"wrote {path}")
+        if as_json:
+            sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        else:
+            table = Table(title=f"{protocol} / {result['encoder']} ({result['seconds']}s)")
+            table.add_column("task")
+            table.add_column("metrics")
+            for task, metrics in result["metrics"].items():
+                table.add_row(task, "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, (int, float))))
+            out_console.print(table)
+        if floors is not None:
+            failures += check_floors(result, floors)
+    if limit is None:
+        console.print(f"table: {write_table(results_dir, protocol)}")
+    if failures:
+        for line in failures:
+            console.print(f"[bold red]below floor:[/] {line}")
+        raise typer.Exit(1)
 
 
 def main() -> None:

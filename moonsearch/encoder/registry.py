@@ -30,4 +30,8 @@ def load_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu", weights: Path
         from moonsearch.encoder.baseline import BaselineEncoder
 
         return BaselineEncoder.load(path, device=device)
-    raise MoonsearchError(f"unknown encoder '{name}' (known: baseline)")
+    if name == "moon-lite" or name.startswith("moon-lite"):
+        from moonsearch.encoder.moon import MoonEncoder
+
+        return MoonEncoder.load(path, device=device)
+    raise MoonsearchError(f"unknown encoder '{name}' (known: baseline, moon-lite)")

@@ -56,7 +56,7 @@ def build_feature_cache(catalog_path: Path, split: str | None = "train",
     catalog = open_catalog(catalog_path)
     fingerprint = _fingerprint(catalog.path, split)
     cache_file = Path(cache_dir) / f"{fingerprint}.npz"
-    if cache_file.exists():
+    if cache_file.exists() and cache_file.with_suffix(".attributes.json").exists():
         return load_feature_cache(cache_file)
 
     towers = Towers()
@@ -95,19 +95,25 @@ def build_feature_cache(catalog_path: Path, split: str | None = "train",
         raise MoonsearchError(f"no products with split '{split}' in {catalog.path}")
 
     cache_file.parent.mkdir(parents=True, exist_ok=True)
+    # Attributes go to a JSON file: as a numpy string array every row would be padded to the
+    # longest record (one long description makes that many GB).
+    attrs_file = cache_file.with_suffix(".attributes.json")
+    tmp_attrs = attrs_file.with_name(attrs_file.name + ".tmp")
+    tmp_attrs.write_text(json.dumps([{k: v for k, v in a.items() if k != "descriptors"} for a in attrs], default=str))
+    tmp_attrs.replace(attrs_file)
     tmp = cache_file.with_suffix(".tmp.npz")
-    np.savez(tmp, ids=np.array(ids), image=np.concatenate(image_chunks), has_image=np.array(has_image),
-             product_text=np.concatenate(text_chunks), title=np.concatenate(title_chunks),
-             attributes=np.array([json.dumps(a, default=str) for a in attrs]),
-             fingerprint=np.array(fingerprint))
+    np.savez(tmp, ids=np.array(ids, dtype=object), image=np.concatenate(image_chunks),
+             has_image=np.array(has_image), product_text=np.concatenate(text_chunks),
+             title=np.concatenate(title_chunks), fingerprint=np.array(fingerprint))
     tmp.replace(cache_file)
     return load_feature_cache(cache_file)
 
 
 def load_feature_cache(path: Path) -> FeatureCache:
-    data = np.load(path)
+    data = np.load(path, allow_pickle=True)  # ids are an object array of our own making
+    attributes = json.loads(Path(path).with_suffix(".attributes.json").read_text())
     return FeatureCache(
         ids=data["ids"], image=data["image"], has_image=data["has_image"],
         product_text=data["product_text"], title=data["title"],
-        attributes=[json.loads(a) for a in data["attributes"]], fingerprint=str(data["fingerprint"]),
+        attributes=attributes, fingerprint=str(data["fingerprint"]),
     )

@@ -1,0 +1,167 @@
+"""The paper's protocols on the real catalog: the `test` split of ../shared/data/myntra.
+
+Derivations (documented in benchmarks/README.md):
+- t2mm: a product's title as the query, its product (multimodal) as the positive; products
+  sharing the identical title are positives too.
+- i2mm: a held-out view of the product's image (fixed horizontal flip + 90% centre crop) as
+  the query, its own product as the positive.
+- mm2mm: each product (multimodal) as the query, products of the same articleType relevant,
+  the query removed from its own ranking (M5Product style): P@K and mAP@K.
+- t2i / i2t: title -> image-only vectors; image -> text-only vectors (same-title positives).
+- classification: nearest articleType name; attribute: nearest baseColour name, and nearest
+  Pattern value (products that have one); `acc` is the mean of the two.
+- shopper: the 50 shopper queries, P@10, nDCG@10 (binary gain), R@100 over test products.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from moonsearch.catalog import load_image, open_catalog
+from moonsearch.errors import MoonsearchError
+from moonsearch.eval.metrics import ranking_metrics
+from moonsearch.eval.references import BM25Index, System
+from moonsearch.eval.retrieval import category_precision, embed, retrieval_recall, zero_shot_accuracy
+from moonsearch.eval.shopper import is_relevant, load_queries
+
+SPLIT = "test"
+MM2MM_KS = (1, 5, 10, 50, 100)
+RECALL_KS = (1, 5, 10)
+
+
+def held_out_view(image: Image.Image) -> Image.Image:
+    """A fixed second view of a product photo: mirrored, 90% centre crop, original size."""
+    w, h = image.size
+    crop = ImageOps.mirror(image).crop((round(w * 0.05), round(h * 0.05), round(w * 0.95), round(h * 0.95)))
+    return crop.resize((w, h), Image.BILINEAR)
+
+
+def load_split(root: Path, split: str = SPLIT, limit: int | None = None) -> list:
+    products = [p for p in open_catalog(root).products() if str(p.attributes.get("split")) == split]
+    if not products:
+        raise MoonsearchError(f"no '{split}' products in {root}")
+    return products[:limit] if limit else products
+
+
+def _same_title_groups(titles: list[str]) -> list[set[int]]:
+    members: dict[str, set[int]] = defaultdict(set)
+    for i, title in enumerate(titles):
+        members[title].add(i)
+    return [members[t] for t in titles]
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()
+            if k not in ("queries", "queries_without_relevant")}
+
+
+def _label_task(system: System, item_vectors: np.ndarray, values: list) -> float | None:
+    rows = [i for i, v in enumerate(values) if v not in (None, "", "NA")]
+    if not rows:
+        return None
+    labels = sorted({str(values[i]) for i in rows})
+    label_vectors = embed(system.encoder, labels, [None] * len(labels))
+    truth = [labels.index(str(values[i])) for i in rows]
+    return round(zero_shot_accuracy(item_vectors[rows], label_vectors, truth), 4)
+
+
+def _attribute(product, name: str):
+    if name.startswith("attributes."):
+        return (product.attributes.get("attributes") or {}).get(name.split(".", 1)[1])
+    return product.attributes.get(name)
+
+
+def _shopper(rankings: list[list[int]], products, queries) -> dict:
+    relevants = [{i for i, p in enumerate(products) if is_relevant(p.attributes, q["match"])} for q in queries]
+    metrics = ranking_metrics(rankings, relevants, ks=(10, 100))
+    return {name: round(metrics[name], 4) for name in ("P@10", "nDCG@10", "R@100", "MRR")}
+
+
+def run_bm25(products, queries) -> dict:
+    """BM25 over titles: the text tasks only (it has no vectors and no images)."""
+    titles = [p.title for p in products]
+    bm25 = BM25Index(titles)
+    groups = _same_title_groups(titles)
+    t2mm = [bm25.rank(t, 100) for t in titles]
+    t2mm_metrics = ranking_metrics(t2mm, groups, ks=RECALL_KS)
+    mm2mm = [[j for j in ranking if j != i][:100] for i, ranking in enumerate(bm25.rank(t, 101) for t in titles)]
+    types = [p.attributes.get("articleType") for p in products]
+    by_type = defaultdict(set)
+    for i, t in enumerate(types):
+        by_type[t].add(i)
+    mm2mm_rel = [by_type[t] - {i} for i, t in enumerate(types)]
+    mm2mm_metrics = ranking_metrics(mm2mm, mm2mm_rel, ks=MM2MM_KS)
+    return {
+        # hit rate: one-positive benchmarks call it recall; with several same-title positives
+        # any of them in the top k is a hit, as retrieval_recall counts it
+        "t2mm": {**{f"R@{k}": round(float(np.mean([any(j in g for j in r[:k]) for r, g in zip(t2mm, groups)])), 4)
+                    for k in RECALL_KS}, "MRR": round(t2mm_metrics["MRR"], 4)},
+        "mm2mm": {**{f"P@{k}": round(mm2mm_metrics[f"P@{k}"], 4) for k in MM2MM_KS},
+                  **{f"mAP@{k}": round(mm2mm_metrics[f"MAP@{k}"], 4) for k in MM2MM_KS}},
+        "shopper": _shopper([bm25.rank(q["query"], 100) for q in queries], products, queries),
+    }
+
+
+def run(system: System, root: Path, queries_path: Path | None = None, limit: int | None = None) -> dict:
+    """Every task the system can do on the real catalog's test split."""
+    products = load_split(Path(root), limit=limit)
+    queries = load_queries(queries_path) if queries_path and Path(queries_path).exists() else []
+    counts = {"products": len(products), "with_image": sum(1 for p in products if p.images),
+              "shopper_queries": len(queries)}
+    if system.encoder is None:
+        metrics = run_bm25(products, queries)
+        if not queries:
+            metrics.pop("shopper")
+        return {"dataset": "myntra", "encoder": system.name, "metrics": metrics, "counts": counts}
+
+    encoder = system.encoder
+    n = len(products)
+    titles = [p.title for p in products]
+    texts = [system.product_text(p.title, p.attributes) for p in products]
+    groups = _same_title_groups(titles)
+    metrics: dict = {}
+    failures: dict[int, str] = {}
+    if system.sees_images:
+        image_paths = [p.images[0] if p.images else None for p in products]
+        images = [None] * n
+        for i, path in enumerate(image_paths):
+            if path is not None:
+                try:
+                    images[i] = load_image(path)
+                except Exception as exc:  # counted, never fatal: the product stays text-only
+                    failures[i] = getattr(exc, "reason", str(exc))
+        products_mm = embed(encoder, texts, images)
+        with_image = [i for i in range(n) if images[i] is not None]
+        image_view = embed(encoder, [None] * len(with_image), [images[i] for i in with_image])
+        text_view = embed(encoder, texts, [None] * n)
+        held_out = embed(encoder, [None] * len(with_image), [held_out_view(images[i]) for i in with_image])
+    else:
+        products_mm = embed(encoder, texts, [None] * n)
+        with_image = []
+    title_queries = embed(encoder, titles, [None] * n)
+
+    metrics["t2mm"] = _rounded(retrieval_recall(title_queries, products_mm, groups, RECALL_KS))
+    if with_image:
+        position = {row: j for j, row in enumerate(with_image)}
+        metrics["i2mm"] = _rounded(retrieval_recall(held_out, products_mm, [{i} for i in with_image], RECALL_KS))
+        metrics["t2i"] = _rounded(retrieval_recall(
+            title_queries, image_view, [{position[j] for j in g if j in position} for g in groups], RECALL_KS))
+        metrics["i2t"] = _rounded(retrieval_recall(image_view, text_view, [groups[i] for i in with_image], RECALL_KS))
+    types = [p.attributes.get("articleType") for p in products]
+    mm2mm = category_precision(products_mm, products_mm, types, types, MM2MM_KS, exclude=list(range(n)))
+    metrics["mm2mm"] = _rounded(mm2mm)
+    metrics["classification"] = {"acc": _label_task(system, products_mm, types)}
+    colour = _label_task(system, products_mm, [_attribute(p, "baseColour") for p in products])
+    pattern = _label_task(system, products_mm, [_attribute(p, "attributes.Pattern") for p in products])
+    metrics["attribute"] = {"acc": round((colour + pattern) / 2, 4), "acc:baseColour": colour, "acc:Pattern": pattern}
+    if queries:
+        query_vectors = embed(encoder, [q["query"] for q in queries], [None] * len(queries))
+        order = np.argsort(-(query_vectors @ products_mm.T), axis=1, kind="stable")[:, :100]
+        metrics["shopper"] = _shopper(order.tolist(), products, queries)
+    counts["image_failures"] = len(failures)
+    return {"dataset": "myntra", "encoder": system.name, "encoder_id": encoder.encoder_id,
+            "metrics": metrics, "counts": counts}

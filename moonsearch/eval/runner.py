@@ -1,0 +1,108 @@
+"""`moonsearch eval`: run a protocol for a system, write its results JSON, compare, check floors.
+
+Results are `benchmarks/results/<dataset>-<encoder>.json` shaped
+`{"dataset", "encoder", "metrics": {"<task>": {"<metric>": value}}}`; the markdown table of a
+dataset is rebuilt from every results file of that dataset, so encoders sit side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from moonsearch.errors import MoonsearchError
+from moonsearch.eval.references import load_system
+
+PROTOCOLS = ("myntra", "mbe2", "m5product", "fashion200k")
+TASK_ORDER = ("t2mm", "i2mm", "mm2mm", "t2i", "i2t", "classification", "attribute", "shopper")
+TABLE_METRICS = {
+    "t2mm": ("R@1", "R@10"), "i2mm": ("R@1", "R@10"), "mm2mm": ("P@10", "mAP@10"),
+    "t2i": ("R@1", "R@10"), "i2t": ("R@1", "R@10"), "classification": ("acc",),
+    "attribute": ("acc",), "shopper": ("P@10", "nDCG@10", "R@100"),
+}
+
+
+def run_protocol(protocol: str, system_name: str, data: Path, limit: int | None = None,
+                 queries: Path | None = None, device: str = "cpu") -> dict:
+    if protocol not in PROTOCOLS:
+        raise MoonsearchError(f"unknown protocol '{protocol}' (choose from {', '.join(PROTOCOLS)})")
+    data = Path(data)
+    if not data.exists():
+        raise MoonsearchError(f"no data at {data} (these datasets cannot be downloaded here; pass --data PATH)")
+    system = load_system(system_name, device=device)
+    started = time.time()
+    if protocol == "myntra":
+        from moonsearch.eval.protocols import myntra
+
+        result = myntra.run(system, data, queries_path=queries, limit=limit)
+    else:
+        if system.encoder is None or not system.sees_images:
+            raise MoonsearchError(f"{protocol} needs an image+text encoder; '{system_name}' is text-only")
+        import importlib
+
+        module = importlib.import_module(f"moonsearch.eval.protocols.{protocol}")
+        loader = importlib.import_module(f"moonsearch.eval.datasets.{protocol}")
+        result = module.run(system.encoder, loader.load(data), limit=limit)
+        result = {"dataset": protocol, "encoder": system.name,
+                  "encoder_id": system.encoder.encoder_id,
+                  "metrics": {k: v for k, v in result.items() if k != "counts"},
+                  "counts": result.get("counts", {})}
+    result["seconds"] = round(time.time() - started, 1)
+    if system_name not in ("default", ""):
+        result["encoder"] = system_name
+    return result
+
+
+def results_path(results_dir: Path, dataset: str, encoder: str) -> Path:
+    return Path(results_dir) / f"{dataset}-{encoder}.json"
+
+
+def write_result(result: dict, results_dir: Path) -> Path:
+    path = results_path(results_dir, result["dataset"], result["encoder"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def comparison_table(results_dir: Path, dataset: str) -> str:
+    """Markdown: one row per encoder, the table metrics of every task any of them has."""
+    results = [json.loads(p.read_text()) for p in sorted(Path(results_dir).glob(f"{dataset}-*.json"))]
+    if not results:
+        return f"no results for {dataset} in {results_dir}\n"
+    columns = [(task, metric) for task in TASK_ORDER for metric in TABLE_METRICS[task]
+               if any(metric in r["metrics"].get(task, {}) for r in results)]
+    header = "| encoder | " + " | ".join(f"{t} {m}" for t, m in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
+    for r in results:
+        cells = []
+        for task, metric in columns:
+            value = r["metrics"].get(task, {}).get(metric)
+            cells.append("-" if value is None else f"{value:.3f}")
+        lines.append(f"| {r['encoder']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(results_dir: Path, dataset: str) -> Path:
+    path = Path(results_dir) / f"{dataset}.md"
+    body = comparison_table(results_dir, dataset)
+    path.write_text(f"# {dataset}: encoders side by side\n\nMade by `moonsearch eval {dataset}` "
+                    f"(see benchmarks/README.md for the derivations).\n\n{body}")
+    return path
+
+
+def check_floors(result: dict, floors_file: Path) -> list[str]:
+    """Every metric below its committed floor, as readable lines (empty: all good)."""
+    floors = json.loads(Path(floors_file).read_text())
+    key = f"{result['dataset']}-{result['encoder']}"
+    failures = []
+    for task, metrics in floors.get(key, {}).items():
+        for metric, floor in metrics.items():
+            value = result["metrics"].get(task, {}).get(metric)
+            if value is None:
+                failures.append(f"{key} {task} {metric}: missing (floor {floor})")
+            elif value < floor:
+                failures.append(f"{key} {task} {metric}: {value:.4f} < floor {floor:.4f}")
+    return failures

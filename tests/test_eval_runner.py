@@ -1,0 +1,67 @@
+"""moonsearch eval: results files, the side-by-side table, floors, and the Myntra protocol."""
+
+import json
+
+import pytest
+
+from moonsearch.errors import MoonsearchError
+from moonsearch.eval.runner import check_floors, comparison_table, run_protocol, write_result
+
+from conftest import SHOPPER_QUERIES
+
+
+def result(encoder, p10, r1=None):
+    metrics = {"shopper": {"P@10": p10, "nDCG@10": p10}}
+    if r1 is not None:
+        metrics["i2mm"] = {"R@1": r1, "R@10": r1}
+    return {"dataset": "myntra", "encoder": encoder, "metrics": metrics}
+
+
+def test_results_files_and_side_by_side_table(tmp_path):
+    write_result(result("bm25-title", 0.5), tmp_path)
+    path = write_result(result("baseline", 0.8, r1=0.4), tmp_path)
+    assert path.name == "myntra-baseline.json"
+    assert json.loads(path.read_text())["metrics"]["shopper"]["P@10"] == 0.8
+    table = comparison_table(tmp_path, "myntra").splitlines()
+    assert table[0] == "| encoder | i2mm R@1 | i2mm R@10 | shopper P@10 | shopper nDCG@10 |"
+    assert "| baseline | 0.400 | 0.400 | 0.800 | 0.800 |" in table
+    assert "| bm25-title | - | - | 0.500 | 0.500 |" in table
+
+
+def test_floors(tmp_path):
+    floors = tmp_path / "floors.json"
+    floors.write_text(json.dumps({"myntra-baseline": {"shopper": {"P@10": 0.75}, "i2mm": {"R@1": 0.5}}}))
+    failures = check_floors(result("baseline", 0.8, r1=0.4), floors)
+    assert failures == ["myntra-baseline i2mm R@1: 0.4000 < floor 0.5000"]
+    assert check_floors(result("baseline", 0.8, r1=0.6), floors) == []
+    assert check_floors(result("baseline", 0.8), floors) == ["myntra-baseline i2mm R@1: missing (floor 0.5)"]
+    assert check_floors(result("other", 0.1), floors) == []
+
+
+def test_unknown_protocol_and_missing_data(tmp_path):
+    with pytest.raises(MoonsearchError, match="unknown protocol"):
+        run_protocol("imagenet", "default", tmp_path)
+    with pytest.raises(MoonsearchError, match="cannot be downloaded"):
+        run_protocol("m5product", "default", tmp_path / "absent")
+
+
+@pytest.mark.parametrize("system", ["default", "minilm-title", "bm25-title"])
+def test_myntra_protocol_on_a_slice(myntra_available, system):
+    out = run_protocol("myntra", system, myntra_available, limit=300, queries=SHOPPER_QUERIES)
+    metrics = out["metrics"]
+    assert out["counts"]["products"] == 300
+    for task in ("t2mm", "mm2mm", "shopper"):
+        assert task in metrics
+    for task_metrics in metrics.values():
+        for value in task_metrics.values():
+            assert value is None or 0.0 <= value <= 1.0
+    # a title finds its own product (or one with the identical title) in the top 10 almost always
+    assert metrics["t2mm"]["R@10"] >= 0.9
+    if system == "default":
+        assert {"i2mm", "t2i", "i2t", "classification", "attribute"} <= set(metrics)
+        # the held-out (mirrored, cropped) photo still finds its own product
+        assert metrics["i2mm"]["R@10"] >= 0.8
+        # images and texts are aligned: far above chance (1/300) in both directions
+        assert metrics["t2i"]["R@10"] > 0.2 and metrics["i2t"]["R@10"] > 0.2
+    else:
+        assert "i2mm" not in metrics
