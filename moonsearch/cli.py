@@ -132,19 +132,26 @@ def info(
 
 @app.command()
 def train(
-    data: Path = typer.Option(..., "--data", help="Training catalog (its train split is used)."),
-    config: str = typer.Option("baseline", "--config", help="Config name shipped in moonsearch/train/configs, or a JSON path."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output path without suffix [default: the config's encoder in moonsearch/encoder/weights]."),
+    data: Path = typer.Option(..., "--data", help="Training catalog (its train split is used; never test)."),
+    config: str = typer.Option("moon-lite", "--config", help="Config name in moonsearch/train/configs (moon-lite, baseline, ablations) or a JSON path."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output path without suffix [default: moonsearch/encoder/weights/<config name>]."),
+    resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the last epoch checkpoint of the same config."),
 ):
-    """Train an encoder on a catalog's train split."""
+    """Train an encoder on a catalog's train split (tower features are cached once)."""
     from moonsearch.encoder.registry import WEIGHTS_DIR
     from moonsearch.train.baseline import load_config, train_baseline
+    from moonsearch.train.moon import train_moon
 
     cfg = load_config(config)
-    if cfg.get("encoder") != "baseline":
+    target = out or WEIGHTS_DIR / cfg.get("name", cfg["encoder"])
+    if cfg.get("encoder") == "baseline":
+        report = train_baseline(data, cfg, target)
+    elif cfg.get("encoder") == "moon-lite":
+        report = train_moon(data, cfg, target, resume=resume)
+    else:
         raise MoonsearchError(f"config {config} trains '{cfg.get('encoder')}', which this version cannot train")
-    report = train_baseline(data, cfg, out or WEIGHTS_DIR / cfg["encoder"])
-    console.print(f"[bold green]trained[/] in {report['wall_seconds']['total']}s; last epoch: {report['history'][-1]}")
+    console.print(f"[bold green]trained[/] {target} in {report['wall_seconds']['total']}s; "
+                  f"last epoch: {report['history'][-1]}")
 
 
 @app.command(name="eval")

@@ -60,7 +60,7 @@ def validate(heads: BaselineHeads, cache: FeatureCache, rows: np.ndarray) -> dic
     }
 
 
-def train_baseline(catalog: Path, config: dict, out: Path, cache_dir: Path = Path(".cache/features")) -> dict:
+def train_baseline(catalog: Path, config: dict, out: Path, cache_dir: Path | None = None) -> dict:
     """Train, then write `<out>.safetensors`, `<out>.json` (config) and `<out>.report.json`."""
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)

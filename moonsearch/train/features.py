@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,12 @@ from moonsearch.progress import progress_bar
 
 CACHE_VERSION = 1
 BATCH = 128
+
+
+def cache_root() -> Path:
+    """Feature caches live outside the work tree ($MOONSEARCH_CACHE or ~/.cache/moonsearch), so a
+    fresh clone or another checkout reuses them."""
+    return Path(os.environ.get("MOONSEARCH_CACHE", Path.home() / ".cache" / "moonsearch"))
 
 
 @dataclass
@@ -50,12 +57,12 @@ def check_split(split: str | None) -> None:
 
 
 def build_feature_cache(catalog_path: Path, split: str | None = "train",
-                        cache_dir: Path = Path(".cache/features")) -> FeatureCache:
+                        cache_dir: Path | None = None) -> FeatureCache:
     """Tower features for every product of `split` (all products when None), cached on disk."""
     check_split(split)
     catalog = open_catalog(catalog_path)
     fingerprint = _fingerprint(catalog.path, split)
-    cache_file = Path(cache_dir) / f"{fingerprint}.npz"
+    cache_file = Path(cache_dir or cache_root() / "features") / f"{fingerprint}.npz"
     if cache_file.exists() and cache_file.with_suffix(".attributes.json").exists():
         return load_feature_cache(cache_file)
 

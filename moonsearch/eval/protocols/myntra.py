@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from moonsearch.catalog import load_image, open_catalog
+from moonsearch.catalog import ImageError, load_image, open_catalog
 from moonsearch.errors import MoonsearchError
 from moonsearch.eval.metrics import ranking_metrics
 from moonsearch.eval.references import BM25Index, System
@@ -132,12 +132,13 @@ def run(system: System, root: Path, queries_path: Path | None = None, limit: int
             if path is not None:
                 try:
                     images[i] = load_image(path)
-                except Exception as exc:  # counted, never fatal: the product stays text-only
-                    failures[i] = getattr(exc, "reason", str(exc))
-        products_mm = embed(encoder, texts, images)
+                except ImageError as exc:  # counted, never fatal: the product stays text-only
+                    failures[i] = exc.reason
+        views = [encoder.encode_views(texts[i:i + 64], images[i:i + 64]) for i in range(0, n, 64)]
+        products_mm = np.concatenate([v.mm for v in views])
+        text_view = np.concatenate([v.text for v in views])
         with_image = [i for i in range(n) if images[i] is not None]
-        image_view = embed(encoder, [None] * len(with_image), [images[i] for i in with_image])
-        text_view = embed(encoder, texts, [None] * n)
+        image_view = np.concatenate([v.image for v in views])[with_image]
         held_out = embed(encoder, [None] * len(with_image), [held_out_view(images[i]) for i in with_image])
     else:
         products_mm = embed(encoder, texts, [None] * n)
