@@ -31,6 +31,7 @@ def flawed_catalog(tmp_path):
     records.append({"title": "no id here", "baseColour": "Red"})          # skipped: no id
     records.append({"id": "X1", "title": "   ", "baseColour": "Red"})     # skipped: empty title
     folder = make_tiny_catalog(tmp_path / "cat", records)
+    (folder / "images" / "missing.png").unlink()
     (folder / "images" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(300))
     (folder / "images" / "notes.jpg").write_text("<html>not found</html>")
     with open(folder / "products.jsonl", "a") as handle:

@@ -1,0 +1,185 @@
+"""moon-lite: the MOON2.0 encoder on offline towers.
+
+Token features of the frozen towers (MiniLM token states for text, the EfficientNet-Lite0
+feature grid for images) are typed and concatenated into one sequence, fused by a small
+transformer whose FFNs are modality-driven MoE layers, and mean-pooled over all tokens into one
+L2-normalised vector. The same model embeds text-only, image-only and image+text inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from moonsearch.encoder.base import Encoder, ProductViews, l2_normalize
+from moonsearch.encoder.moe import MoEFeedForward, ObjectiveWeights
+from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM, Towers, image_to_tensor
+
+# Token types: what each segment of the sequence is.
+TEXT, ENRICHED, IMAGE, IMAGE_EXPANDED = 0, 1, 2, 3
+IMAGE_TOKENS = 12                      # the 4 x 3 grid of a 128 x 96 input
+OBJECTIVES = ("t2mm", "i2mm", "mm2mm", "intra")
+
+
+@dataclass
+class Segment:
+    """One typed run of tokens for a batch: (B, T, in_dim) features and their (B, T) mask."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    kind: int
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, ffn: nn.Module, dropout: float):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ffn = ffn
+        self.last_attention: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, keep_attention: bool = False) -> torch.Tensor:
+        h = self.norm1(x)
+        out, weights = self.attention(h, h, h, key_padding_mask=~mask, need_weights=keep_attention,
+                                      average_attn_weights=True)
+        self.last_attention = weights
+        x = x + out
+        return x + self.ffn(self.norm2(x), mask)
+
+
+class MoonLite(nn.Module):
+    def __init__(self, dim: int = 256, layers: int = 2, heads: int = 4, experts: int = 4, top_k: int = 2,
+                 ffn_hidden: int = 512, dropout: float = 0.1):
+        super().__init__()
+        self.dim = dim
+        self.text_in = nn.Sequential(nn.Linear(TEXT_FEATURE_DIM, dim), nn.LayerNorm(dim))
+        self.image_in = nn.Sequential(nn.Linear(IMAGE_FEATURE_DIM, dim), nn.LayerNorm(dim))
+        self.kind = nn.Embedding(4, dim)
+        self.image_position = nn.Parameter(torch.zeros(IMAGE_TOKENS, dim))
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, MoEFeedForward(dim, ffn_hidden, experts, top_k, dropout), dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.objectives = ObjectiveWeights(experts, len(OBJECTIVES))
+
+    def embed_segment(self, segment: Segment) -> torch.Tensor:
+        if segment.kind in (IMAGE, IMAGE_EXPANDED):
+            x = self.image_in(segment.tokens) + self.image_position[: segment.tokens.shape[1]]
+        else:
+            x = self.text_in(segment.tokens)
+        return x + self.kind.weight[segment.kind]
+
+    def forward(self, segments: Sequence[Segment], keep_attention: bool = False):
+        """-> (B, dim) normalised embeddings, (B, Z) token-averaged router gates."""
+        x = torch.cat([self.embed_segment(s) for s in segments], dim=1)
+        mask = torch.cat([s.mask for s in segments], dim=1)
+        empty = ~mask.any(1)
+        if empty.any():  # a sample with no token at all attends to one dummy slot
+            mask = mask.clone()
+            mask[empty, 0] = True
+        gates = []
+        for block in self.blocks:
+            x = block(x, mask, keep_attention)
+            gates.append(block.ffn.last_gates)
+        x = self.norm(x)
+        weights = mask.unsqueeze(-1).to(x.dtype)
+        pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        sample_gates = (torch.stack(gates).mean(0) * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return nn.functional.normalize(pooled, dim=-1), sample_gates
+
+    def aux_loss(self) -> torch.Tensor:
+        return torch.stack([b.ffn.last_aux for b in self.blocks]).mean()
+
+
+def pad_tokens(arrays: Sequence[np.ndarray | None], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged (T_i, width) arrays (None = absent) -> padded (B, T, width) tensor and mask."""
+    longest = max([len(a) for a in arrays if a is not None] + [1])
+    out = np.zeros((len(arrays), longest, width), np.float32)
+    mask = np.zeros((len(arrays), longest), bool)
+    for i, a in enumerate(arrays):
+        if a is not None and len(a):
+            out[i, : len(a)] = a
+            mask[i, : len(a)] = True
+    return torch.from_numpy(out), torch.from_numpy(mask)
+
+
+class MoonEncoder(Encoder):
+    """Inference: raw texts and PIL images -> tower tokens -> MoonLite -> vectors."""
+
+    name = "moon-lite"
+
+    def __init__(self, model: MoonLite, config: dict, weights_path: Path | None = None, device: str = "cpu"):
+        self.model = model.eval().to(device)
+        self.config = config
+        self.dim = model.dim
+        self.weights_path = weights_path
+        self.device = device
+        self.towers = Towers(device=device)
+
+    @classmethod
+    def load(cls, weights_path: Path, device: str = "cpu") -> "MoonEncoder":
+        from safetensors.torch import load_file
+
+        config = json.loads(Path(weights_path).with_suffix(".json").read_text())
+        model = MoonLite(**config["model"])
+        model.load_state_dict(load_file(str(weights_path)))
+        encoder = cls(model, config["model"], weights_path=Path(weights_path), device=device)
+        encoder.name = Path(weights_path).stem   # ablations ship as moon-lite-<variant>
+        return encoder
+
+    def text_tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
+        states, mask = self.towers.text.token_states(list(texts))
+        states = states.float().cpu().numpy()
+        return [states[i][mask[i].bool().cpu().numpy()] for i in range(len(texts))]
+
+    def image_tokens(self, images: Sequence) -> list[np.ndarray]:
+        pixels = torch.stack([image_to_tensor(im) for im in images]).to(self.device)
+        maps = self.towers.image.feature_maps(pixels).float().cpu().numpy()      # (B, 1280, h, w)
+        return [m.reshape(m.shape[0], -1).T for m in maps]
+
+    def segments(self, texts, images) -> list[Segment]:
+        n = len(texts)
+        text_rows = [i for i in range(n) if texts[i] is not None]
+        image_rows = [i for i in range(n) if images[i] is not None]
+        text_arrays: list = [None] * n
+        image_arrays: list = [None] * n
+        for i, tokens in zip(text_rows, self.text_tokens([texts[i] for i in text_rows]) if text_rows else []):
+            text_arrays[i] = tokens
+        for i, tokens in zip(image_rows, self.image_tokens([images[i] for i in image_rows]) if image_rows else []):
+            image_arrays[i] = tokens
+        segments = []
+        if text_rows:
+            segments.append(Segment(*pad_tokens(text_arrays, TEXT_FEATURE_DIM), TEXT))
+        if image_rows:
+            segments.append(Segment(*pad_tokens(image_arrays, IMAGE_FEATURE_DIM), IMAGE))
+        return [Segment(s.tokens.to(self.device), s.mask.to(self.device), s.kind) for s in segments]
+
+    @torch.inference_mode()
+    def encode(self, texts, images) -> np.ndarray:
+        if len(texts) != len(images):
+            raise ValueError("texts and images must be parallel lists")
+        if not len(texts):
+            return np.zeros((0, self.dim), np.float32)
+        embeddings, _ = self.model(self.segments(texts, images))
+        return l2_normalize(embeddings.float().cpu().numpy())
+
+    @torch.inference_mode()
+    def encode_views(self, texts, images) -> ProductViews:
+        """Tower tokens once, then the fusion model three times (it is the cheap part)."""
+        segments = self.segments(texts, images)
+        text_segment = next(s for s in segments if s.kind == TEXT)
+        mm, _ = self.model(segments)
+        text, _ = self.model([text_segment])
+        image = np.zeros((len(texts), self.dim), np.float32)
+        image_segment = next((s for s in segments if s.kind == IMAGE), None)
+        if image_segment is not None:
+            rows = image_segment.mask.any(1)
+            only, _ = self.model([Segment(image_segment.tokens[rows], image_segment.mask[rows], IMAGE)])
+            image[rows.cpu().numpy()] = only.float().cpu().numpy()
+        return ProductViews(mm=l2_normalize(mm.float().cpu().numpy()), image=image,
+                            text=l2_normalize(text.float().cpu().numpy()))

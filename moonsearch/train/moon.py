@@ -1,0 +1,292 @@
+"""Train moon-lite: multimodal joint learning with dual-level alignment, MoE objective weights,
+co-augmentation and dynamic sample filtering, on cached tower tokens (feasible on 2 CPU cores).
+
+Each step takes B training products. Every product is a positive candidate in image+text form
+and brings a hard negative (same articleType, another colour or pattern). Queries come in all
+three forms at once (joint learning): text (its title or a shopper-style query), image (an
+expanded view of its photo) and image+text. Losses:
+- inter-product InfoNCE per query form against all candidates of the batch, weighted by omega;
+- intra-product InfoNCE between each product's image-only and text-only embeddings;
+- L_aux (router load balance) and L_sparsity (entropy of W*'s rows);
+- dynamic sample filtering: phi = sigmoid(kappa (s_qp - s_qn - m)); queries with phi < tau are
+  down-weighted to phi, and the margin m decays linearly to 0 over training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from moonsearch.encoder.moon import ENRICHED, IMAGE, IMAGE_EXPANDED, OBJECTIVES, TEXT, MoonLite, Segment, pad_tokens
+from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM
+from moonsearch.progress import console, progress_bar
+from moonsearch.train.baseline import split_train_val
+from moonsearch.train.report import save_training_outputs
+from moonsearch.train.token_cache import TokenCache, build_token_cache
+
+
+class Batcher:
+    """Turns rows of the token cache into the segments of one training step."""
+
+    def __init__(self, cache: TokenCache, config: dict, rng: random.Random):
+        self.cache, self.rng = cache, rng
+        self.coaug = config["components"]["co_augmentation"]
+        self.p_enriched = config["augment"].get("p_enriched", 0.5)
+        self.p_expanded = config["augment"].get("p_expanded", 0.5)
+        self.p_query = config["augment"].get("p_shopper_query", 0.5)
+        self.max_tokens = config["data"].get("max_text_tokens", 64)
+        by_type = defaultdict(list)
+        for row, attrs in enumerate(cache.attributes):
+            by_type[attrs.get("articleType")].append(row)
+        self.by_type = by_type
+        title_ids = {}
+        self.title_id = np.array([title_ids.setdefault(t, len(title_ids)) for t in cache.titles])
+
+    def hard_negative(self, row: int) -> int:
+        """Same articleType, another colour or pattern when one exists; else any other product."""
+        attrs = self.cache.attributes[row]
+        pool = self.by_type.get(attrs.get("articleType"), [])
+        colour = attrs.get("baseColour")
+        pattern = (attrs.get("attributes") or {}).get("Pattern")
+        for _ in range(8):
+            other = self.rng.choice(pool) if len(pool) > 1 else self.rng.randrange(len(self.cache))
+            o = self.cache.attributes[other]
+            if other != row and (o.get("baseColour") != colour or (o.get("attributes") or {}).get("Pattern") != pattern):
+                return other
+        return self.rng.randrange(len(self.cache))
+
+    def _text(self, rows, field) -> Segment:
+        arrays = [self.cache.text(r, field)[: self.max_tokens].astype(np.float32) for r in rows]
+        return Segment(*pad_tokens(arrays, TEXT_FEATURE_DIM), TEXT)
+
+    def _image(self, rows, expanded: bool, kind: int = IMAGE) -> Segment:
+        arrays = []
+        for r in rows:
+            if not self.cache.has_image[r]:
+                arrays.append(None)
+            elif expanded and self.cache.has_expanded[r]:
+                arrays.append(np.asarray(self.cache.expanded[r], np.float32))
+            else:
+                arrays.append(np.asarray(self.cache.image[r], np.float32))
+        return Segment(*pad_tokens(arrays, IMAGE_FEATURE_DIM), kind)
+
+    def candidate(self, rows) -> list[Segment]:
+        """A product as the index sees it (product text + photo), plus co-augmented extras."""
+        segments = [self._text(rows, "product"), self._image(rows, expanded=False)]
+        if self.coaug:
+            enriched = self._text(rows, "enriched")
+            enriched.mask &= torch.rand(len(rows))[:, None] < self.p_enriched
+            enriched.kind = ENRICHED
+            extra = self._image(rows, expanded=True, kind=IMAGE_EXPANDED)
+            extra.mask &= (torch.rand(len(rows)) < self.p_expanded)[:, None] & torch.from_numpy(self.cache.has_expanded[rows])[:, None]
+            segments += [enriched, extra]
+        return segments
+
+    def text_query(self, rows) -> Segment:
+        use_query = [self.rng.random() < self.p_query for _ in rows]
+        arrays = [self.cache.text(r, "query" if q else "title").astype(np.float32) for r, q in zip(rows, use_query)]
+        return Segment(*pad_tokens(arrays, TEXT_FEATURE_DIM), TEXT)
+
+    def image_query(self, rows) -> Segment:
+        return self._image(rows, expanded=self.coaug)
+
+
+def info_nce(queries, candidates, positives: torch.Tensor, temperature: float, blocked=None) -> torch.Tensor:
+    """Per-query InfoNCE; `blocked` (Q, C) marks candidates that are not negatives (same title)."""
+    logits = queries @ candidates.T / temperature
+    if blocked is not None:
+        logits = logits.masked_fill(blocked, float("-inf"))
+    return nn.functional.cross_entropy(logits, positives, reduction="none")
+
+
+def filter_weights(q, pos, neg, margin: float, kappa: float, tau: float) -> torch.Tensor:
+    """Dynamic sample filtering: 1 for confident triplets, phi for those with phi < tau."""
+    phi = torch.sigmoid(kappa * ((q * pos).sum(-1) - (q * neg).sum(-1) - margin))
+    return torch.where(phi >= tau, torch.ones_like(phi), phi).detach()
+
+
+def train_step(model: MoonLite, batcher: Batcher, rows: np.ndarray, config: dict, progress: float):
+    comp, loss_cfg = config["components"], config["loss"]
+    negatives = np.array([batcher.hard_negative(r) for r in rows])
+    cand_rows = np.concatenate([rows, negatives])
+    candidates, _ = model(batcher.candidate(cand_rows))
+    b = len(rows)
+    pos_emb, neg_emb = candidates[:b], candidates[b:]
+    title = torch.from_numpy(batcher.title_id[cand_rows])
+    blocked = title[None, :] == title[:b, None]          # same title: not a negative ...
+    blocked[torch.arange(b), torch.arange(b)] = False    # ... except the positive itself
+    target = torch.arange(b)
+
+    forms = {
+        "t2mm": [batcher.text_query(rows)],
+        "i2mm": [batcher.image_query(rows)],
+        "mm2mm": [batcher.text_query(rows), batcher.image_query(rows)],
+    }
+    has_image = torch.from_numpy(batcher.cache.has_image[rows])
+    margin = loss_cfg["margin"] * max(0.0, 1.0 - progress)
+    losses, gates, parts = {}, {}, {}
+    for name, segments in forms.items():
+        q, g = model(segments)
+        per_query = info_nce(q, candidates, target, loss_cfg["temperature"], blocked)
+        if comp["filtering"]:
+            per_query = per_query * filter_weights(q, pos_emb, neg_emb, margin, loss_cfg["kappa"], loss_cfg["tau"])
+        valid = has_image if name != "t2mm" else torch.ones(b, dtype=torch.bool)
+        losses[name] = per_query[valid].mean()
+        gates[name] = g[valid]
+    if comp["dual_level"]:
+        image_only, g_i = model([batcher._image(rows, expanded=False)])
+        text_only, g_t = model([batcher._text(rows, "product")])
+        keep = has_image
+        ti = info_nce(image_only[keep], text_only[keep], torch.arange(int(keep.sum())), loss_cfg["intra_temperature"])
+        it = info_nce(text_only[keep], image_only[keep], torch.arange(int(keep.sum())), loss_cfg["intra_temperature"])
+        losses["intra"] = (ti.mean() + it.mean()) / 2
+        gates["intra"] = torch.cat([g_i[keep], g_t[keep]])
+    inter = ("t2mm", "i2mm", "mm2mm")
+    if comp["moe"]:
+        omega = torch.stack([model.objectives.omega(gates[m], OBJECTIVES.index(m)) for m in inter])
+        omega = omega / omega.sum()
+        mix = loss_cfg["omega_mix"]
+        weights = len(inter) * ((1 - mix) / len(inter) + mix * omega)
+        aux = model.aux_loss()
+        sparsity = model.objectives.sparsity()
+    else:
+        weights = torch.ones(len(inter))
+        aux = sparsity = torch.zeros(())
+    inter_loss = sum(w * losses[m] for w, m in zip(weights, inter))
+    total = inter_loss + losses.get("intra", torch.zeros(())) + loss_cfg["rho"] * aux + loss_cfg["varsigma"] * sparsity
+    parts = {k: float(v.detach()) for k, v in losses.items()}
+    parts.update({f"omega:{m}": float(w) / len(inter) for m, w in zip(inter, weights)},
+                 aux=float(aux), sparsity=float(sparsity), total=float(total))
+    return total, parts
+
+
+@torch.no_grad()
+def validate(model: MoonLite, batcher: Batcher, rows: np.ndarray) -> dict:
+    """Held-out *train* products: title -> product hit@10 and image -> product hit@1."""
+    model.eval()
+    rows = rows[batcher.cache.has_image[rows]][:1000]
+    saved = batcher.coaug
+    batcher.coaug = False  # validation sees products as the index does
+    products = torch.cat([model(batcher.candidate(rows[i:i + 256]))[0] for i in range(0, len(rows), 256)])
+    titles = torch.cat([model([batcher._text(rows[i:i + 256], "title")])[0] for i in range(0, len(rows), 256)])
+    images = torch.cat([model([batcher._image(rows[i:i + 256], expanded=False)])[0] for i in range(0, len(rows), 256)])
+    batcher.coaug = saved
+    t2mm = (titles @ products.T).topk(10, dim=1).indices == torch.arange(len(rows))[:, None]
+    i2mm = (images @ products.T).argmax(1) == torch.arange(len(rows))
+    model.train()
+    return {"val title->mm hit@10": round(float(t2mm.any(1).float().mean()), 4),
+            "val image->mm hit@1": round(float(i2mm.float().mean()), 4)}
+
+
+def _checkpoint_path(out: Path) -> Path:
+    return out.with_suffix(".checkpoint.pt")
+
+
+def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = None,
+               resume: bool = True, limit: int | None = None) -> dict:
+    """Train, checkpoint every epoch (resumable), then write weights, config and report."""
+    seed = int(config.get("seed", 0))
+    torch.manual_seed(seed)
+    np_rng = np.random.default_rng(seed)
+    started = time.time()
+    limit = limit or config["data"].get("limit")   # a CPU budget: the first N train products
+    cache = build_token_cache(Path(catalog), {**config["augment"], "seed": seed}, cache_dir, limit=limit)
+    cache_seconds = time.time() - started
+    rng = random.Random(seed)
+    batcher = Batcher(cache, config, rng)
+    train_rows, val_rows = split_train_val(len(cache), config["data"]["val_fraction"], seed)
+    train_rows = train_rows[cache.has_image[train_rows]]
+
+    model = MoonLite(**config["model"])
+    optim_cfg = config["optim"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
+    steps_per_epoch = len(train_rows) // optim_cfg["batch_size"]
+    total_steps = optim_cfg["epochs"] * steps_per_epoch
+    warmup = max(1, int(0.05 * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps))))
+    history, start_epoch = [], 0
+    checkpoint = _checkpoint_path(Path(out))
+    if resume and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["config"] == config:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            history, start_epoch = state["history"], state["epoch"]
+            np_rng.bit_generator.state = state["np_rng"]
+            rng.setstate(state["rng"])
+            torch.set_rng_state(state["torch_rng"])
+            console.log(f"resumed from {checkpoint} after epoch {start_epoch}")
+    model.train()
+    with progress_bar() as bar:
+        task = bar.add_task(f"training {config.get('name', 'moon-lite')}", total=total_steps,
+                            completed=start_epoch * steps_per_epoch)
+        for epoch in range(start_epoch, optim_cfg["epochs"]):
+            order = np_rng.permutation(train_rows)
+            sums: dict = defaultdict(float)
+            for step in range(steps_per_epoch):
+                rows = order[step * optim_cfg["batch_size"]:(step + 1) * optim_cfg["batch_size"]]
+                progress = (epoch * steps_per_epoch + step) / total_steps
+                loss, parts = train_step(model, batcher, rows, config, progress)
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                for k, v in parts.items():
+                    sums[k] += v
+                bar.advance(task)
+            record = {"epoch": epoch + 1, **{k: round(v / steps_per_epoch, 4) for k, v in sums.items()},
+                      **validate(model, batcher, val_rows)}
+            history.append(record)
+            console.log(record)
+            tmp = checkpoint.with_name(checkpoint.name + ".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
+                        "config": config, "np_rng": np_rng.bit_generator.state, "rng": rng.getstate(),
+                        "torch_rng": torch.get_rng_state()}, tmp)
+            tmp.replace(checkpoint)
+
+    report = {
+        "encoder": "moon-lite", "name": config.get("name"), "components": config["components"],
+        "data": {"catalog": str(catalog), "split": config["augment"].get("split", "train"), "products": len(cache),
+                 "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
+                 "fingerprint": cache.stats.get("fingerprint"), "augmentation": cache.stats},
+        "history": history,
+        "wall_seconds": {"token_cache": round(cache_seconds, 1), "total": round(time.time() - started, 1)},
+        "p_objectives": model.objectives.p().detach().numpy().round(3).tolist(),
+    }
+    save_training_outputs(model.state_dict(), {"model": config["model"], "training": config}, report, Path(out))
+    plot_history(history, Path(out).with_suffix(".loss.png"))
+    checkpoint.unlink(missing_ok=True)
+    return report
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    """Loss curves per epoch as a PNG (matplotlib, headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("total", "t2mm", "i2mm", "mm2mm", "intra") if history and k in history[0]]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    epochs = [h["epoch"] for h in history]
+    for key in keys:
+        ax.plot(epochs, [h[key] for h in history], marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

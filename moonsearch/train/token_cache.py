@@ -1,0 +1,182 @@
+"""Token-level features of the frozen towers for moon-lite training, computed once per catalog.
+
+Per training product: text tokens of its product text, its title, its enriched title T+ and one
+shopper-style query (ragged, float16), and the image token grid of its photo and of one
+visual-expansion variant (the variant is dropped when the consistency filter rejects it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moonsearch.catalog import first_image, open_catalog
+from moonsearch.encoder.text import product_text
+from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, IMAGE_SIZE, Towers, image_to_tensor
+from moonsearch.errors import MoonsearchError
+from moonsearch.progress import console, progress_bar
+from moonsearch.train.augment import consistent_rows, expand_image, make_enricher, shopper_queries
+from moonsearch.train.features import cache_root, check_split
+
+CACHE_VERSION = 1
+TEXT_FIELDS = ("product", "title", "enriched", "query")
+BATCH = 64
+
+
+@dataclass
+class TokenCache:
+    ids: np.ndarray                 # (N,)
+    titles: list[str]
+    attributes: list[dict]
+    text_tokens: np.ndarray         # (total, 384) float16, all text fields back to back
+    text_offsets: np.ndarray        # (N, 4, 2) start, end per text field
+    image: np.ndarray               # (N, 12, 1280) float16
+    expanded: np.ndarray            # (N, 12, 1280) float16
+    has_image: np.ndarray           # (N,) bool
+    has_expanded: np.ndarray        # (N,) bool
+    stats: dict
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def text(self, row: int, field: str) -> np.ndarray:
+        start, end = self.text_offsets[row, TEXT_FIELDS.index(field)]
+        return self.text_tokens[start:end]
+
+
+def _fingerprint(records: Path, split: str, config: dict) -> str:
+    stat = records.stat()
+    key = json.dumps([str(records.resolve()), stat.st_size, int(stat.st_mtime), split, IMAGE_SIZE,
+                      CACHE_VERSION, config], sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def build_token_cache(catalog_path: Path, config: dict, cache_dir: Path | None = None,
+                      limit: int | None = None) -> TokenCache:
+    """`config`: the trainer's "augment" section (enricher, consistency tolerance, seed)."""
+    split = config.get("split", "train")
+    check_split(split)
+    catalog = open_catalog(catalog_path)
+    fingerprint = _fingerprint(catalog.path, split, {**config, "limit": limit})
+    folder = Path(cache_dir or cache_root() / "tokens") / fingerprint
+    if (folder / "done").exists():
+        return load_token_cache(folder)
+
+    rng = random.Random(config.get("seed", 0))
+    towers = Towers()
+    enricher = make_enricher(config)
+    from moonsearch.encoder.registry import load_encoder
+
+    judge = load_encoder("baseline")   # the consistency filter's CLIP-style image-title scorer
+    top = int(config.get("consistency_top", 5))
+    ids, titles, attrs, text_parts, offsets = [], [], [], [], []
+    images, expanded, has_image, has_expanded = [], [], [], []
+    stats = {"variants": {}, "variants_dropped": 0, "products": 0, "with_image": 0}
+    cursor = 0
+    batch: list = []
+    started = time.time()
+
+    def flush() -> None:
+        nonlocal cursor
+        loaded = [first_image(p.images)[0] for p in batch]
+        texts = {
+            "product": [product_text(p.title, p.attributes) for p in batch],
+            "title": [p.title for p in batch],
+            "enriched": [enricher.enrich(p.title, p.description, p.attributes, im) for p, im in zip(batch, loaded)],
+            "query": [(shopper_queries(p.attributes, rng) or [p.title])[0] for p in batch],
+        }
+        states = {}
+        for field, strings in texts.items():
+            hidden, mask = towers.text.token_states(strings)
+            hidden = hidden.float().numpy().astype(np.float16)
+            states[field] = [hidden[i][mask[i].bool().numpy()] for i in range(len(strings))]
+        present = [i for i, im in enumerate(loaded) if im is not None]
+        variants = [expand_image(loaded[i], rng) for i in present]
+        grid = np.zeros((len(batch), 2, 12, IMAGE_FEATURE_DIM), np.float16)
+        keep_variant = np.zeros(len(batch), bool)
+        if present:
+            pixels = torch.stack([image_to_tensor(loaded[i]) for i in present] +
+                                 [image_to_tensor(v) for v, _ in variants])
+            maps = towers.image.feature_maps(pixels).float()                      # (2P, 1280, 4, 3)
+            tokens = maps.flatten(2).transpose(1, 2)                               # (2P, 12, 1280)
+            with torch.no_grad():
+                image_emb = judge.heads.embed_images(tokens.mean(1))
+                title_feats = torch.from_numpy(np.stack([states["title"][i].astype(np.float32).mean(0) for i in present]))
+                title_emb = judge.heads.embed_texts(torch.nn.functional.normalize(title_feats, dim=-1))
+            p = len(present)
+            keep = consistent_rows((image_emb[p:] @ title_emb.T).numpy(), top)
+            for j, i in enumerate(present):
+                grid[i, 0] = tokens[j].numpy()
+                name = variants[j][1]
+                stats["variants"][name] = stats["variants"].get(name, 0) + 1
+                if keep[j]:
+                    grid[i, 1] = tokens[p + j].numpy()
+                    keep_variant[i] = True
+                else:
+                    stats["variants_dropped"] += 1
+        for i, product in enumerate(batch):
+            ids.append(product.id)
+            titles.append(product.title)
+            attrs.append({k: v for k, v in product.attributes.items() if k != "descriptors"})
+            row = []
+            for field in TEXT_FIELDS:
+                part = states[field][i]
+                text_parts.append(part)
+                row.append((cursor, cursor + len(part)))
+                cursor += len(part)
+            offsets.append(row)
+            has_image.append(loaded[i] is not None)
+            has_expanded.append(bool(keep_variant[i]))
+        images.append(grid[:, 0])
+        expanded.append(grid[:, 1])
+        batch.clear()
+
+    with progress_bar() as bar:
+        task = bar.add_task(f"token features ({split})", total=catalog.scan().products)
+        for product in catalog.products():
+            bar.advance(task)
+            if str(product.attributes.get("split")) != split:
+                continue
+            batch.append(product)
+            if len(batch) == BATCH:
+                flush()
+            if limit and len(ids) + len(batch) >= limit:
+                break
+        if batch:
+            flush()
+    if not ids:
+        raise MoonsearchError(f"no products with split '{split}' in {catalog.path}")
+    stats.update(products=len(ids), with_image=int(sum(has_image)), seconds=round(time.time() - started, 1),
+                 fingerprint=fingerprint)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "text_tokens.npy", np.concatenate(text_parts))
+    np.save(folder / "text_offsets.npy", np.array(offsets, np.int64))
+    np.save(folder / "image.npy", np.concatenate(images))
+    np.save(folder / "expanded.npy", np.concatenate(expanded))
+    np.save(folder / "has_image.npy", np.array(has_image))
+    np.save(folder / "has_expanded.npy", np.array(has_expanded))
+    (folder / "meta.json").write_text(json.dumps({"ids": ids, "titles": titles, "attributes": attrs,
+                                                  "stats": stats}, default=str))
+    (folder / "done").write_text("ok\n")
+    console.log(f"token cache: {stats}")
+    return load_token_cache(folder)
+
+
+def load_token_cache(folder: Path) -> TokenCache:
+    meta = json.loads((folder / "meta.json").read_text())
+    return TokenCache(
+        ids=np.array(meta["ids"], dtype=object), titles=meta["titles"], attributes=meta["attributes"],
+        text_tokens=np.load(folder / "text_tokens.npy", mmap_mode="r"),
+        text_offsets=np.load(folder / "text_offsets.npy"),
+        image=np.load(folder / "image.npy", mmap_mode="r"), expanded=np.load(folder / "expanded.npy", mmap_mode="r"),
+        has_image=np.load(folder / "has_image.npy"), has_expanded=np.load(folder / "has_expanded.npy"),
+        stats=meta["stats"],
+    )
+

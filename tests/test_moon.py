@@ -1,0 +1,106 @@
+"""moon-lite: the fused encoder, its inference wrapper, and one training step on a tiny cache."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from moonsearch.encoder.moon import IMAGE, TEXT, MoonEncoder, MoonLite, Segment, pad_tokens
+from moonsearch.train.token_cache import TEXT_FIELDS, TokenCache
+
+from conftest import draw_product
+
+CONFIG = json.load(open(__import__("moonsearch.train.moon", fromlist=["x"]).__file__.replace("moon.py", "configs/moon-lite.json")))
+
+
+def tiny_model(**overrides):
+    torch.manual_seed(0)
+    return MoonLite(**{**CONFIG["model"], "dim": 32, "ffn_hidden": 64, "dropout": 0.0, **overrides})
+
+
+def test_forward_handles_each_form_and_missing_modalities():
+    model = tiny_model().eval()
+    text = Segment(*pad_tokens([np.random.randn(5, 384), None, np.random.randn(3, 384)], 384), TEXT)
+    image = Segment(*pad_tokens([None, np.random.randn(12, 1280), np.random.randn(12, 1280)], 1280), IMAGE)
+    embeddings, gates = model([text, image])
+    assert embeddings.shape == (3, 32) and gates.shape == (3, 4)
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(gates.sum(1), torch.ones(3), atol=1e-5)
+    # a row's embedding does not depend on the other rows' padding
+    alone, _ = model([Segment(text.tokens[:1, :5], text.mask[:1, :5], TEXT)])
+    assert torch.allclose(alone[0], embeddings[0], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def moon_encoder(tmp_path_factory):
+    from moonsearch.train.report import save_training_outputs
+
+    model = tiny_model()
+    out = tmp_path_factory.mktemp("moon") / "moon-lite-tiny"
+    save_training_outputs(model.state_dict(), {"model": {**CONFIG["model"], "dim": 32, "ffn_hidden": 64,
+                                                        "dropout": 0.0}}, {"history": []}, out)
+    return MoonEncoder.load(out.with_suffix(".safetensors"))
+
+
+def test_encoder_round_trip_and_views(moon_encoder, tmp_path):
+    pictures = [Image.open(draw_product(tmp_path / f"{c}.png", c, "dress")).convert("RGB") for c in ("Red", "Blue")]
+    assert moon_encoder.name == "moon-lite-tiny" and moon_encoder.encoder_id.startswith("moon-lite-tiny@")
+    vectors = moon_encoder.encode(["red dress", None, "blue dress"], [None, pictures[0], pictures[1]])
+    assert vectors.shape == (3, 32)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    views = moon_encoder.encode_views(["red dress", "blue dress", "no photo"], [pictures[0], pictures[1], None])
+    assert np.allclose(views.mm[:2], moon_encoder.encode(["red dress", "blue dress"], pictures), atol=1e-4)
+    assert np.allclose(views.text, moon_encoder.encode(["red dress", "blue dress", "no photo"], [None] * 3), atol=1e-4)
+    assert np.allclose(views.image[:2], moon_encoder.encode([None, None], pictures), atol=1e-4)
+    assert not views.image[2].any()
+
+
+def tiny_cache(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    types = ["Dresses", "Tshirts", "Shoes"]
+    colours = ["Red", "Blue", "Black", "White"]
+    attributes = [{"articleType": types[i % 3], "baseColour": colours[i % 4]} for i in range(n)]
+    parts, offsets, cursor = [], [], 0
+    for i in range(n):
+        row = []
+        for _ in TEXT_FIELDS:
+            length = int(rng.integers(3, 8))
+            parts.append(rng.normal(size=(length, 384)).astype(np.float16))
+            row.append((cursor, cursor + length))
+            cursor += length
+        offsets.append(row)
+    return TokenCache(ids=np.array([str(i) for i in range(n)], dtype=object), titles=[f"t{i}" for i in range(n)],
+                      attributes=attributes, text_tokens=np.concatenate(parts), text_offsets=np.array(offsets),
+                      image=rng.normal(size=(n, 12, 1280)).astype(np.float16),
+                      expanded=rng.normal(size=(n, 12, 1280)).astype(np.float16),
+                      has_image=np.ones(n, bool), has_expanded=np.ones(n, bool), stats={})
+
+
+@pytest.mark.parametrize("components", [
+    {"moe": True, "dual_level": True, "co_augmentation": True, "filtering": True},
+    {"moe": False, "dual_level": False, "co_augmentation": False, "filtering": False},
+])
+def test_training_steps_lower_the_loss_on_a_fixed_batch(components):
+    from moonsearch.train.moon import Batcher, train_step
+
+    config = {**CONFIG, "components": components}
+    model = tiny_model(experts=4 if components["moe"] else 1)
+    cache = tiny_cache()
+    rows = np.arange(16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        batcher = Batcher(cache, config, random.Random(0))   # same negatives and queries each step
+        torch.manual_seed(0)
+        loss, parts = train_step(model, batcher, rows, config, progress=0.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert ("intra" in parts) == components["dual_level"]
+    if components["moe"]:
+        assert abs(sum(v for k, v in parts.items() if k.startswith("omega:")) - 1.0) < 1e-4
