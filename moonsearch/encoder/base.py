@@ -62,6 +62,16 @@ class Encoder:
         )
 
 
+def read_weights(weights_path: Path) -> tuple[dict, dict]:
+    """A shipped model's config (`<name>.json`, written beside it by the trainer) and tensors."""
+    import json
+
+    from safetensors.torch import load_file
+
+    config = json.loads(Path(weights_path).with_suffix(".json").read_text())
+    return config, load_file(str(weights_path))
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

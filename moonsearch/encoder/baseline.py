@@ -6,7 +6,6 @@ normalised sum of its image and text embeddings; with one modality, that one alo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -15,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from moonsearch.encoder.base import Encoder, ProductViews, l2_normalize
+from moonsearch.encoder.base import Encoder, ProductViews, l2_normalize, read_weights
 from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM, Towers
 
 
@@ -60,12 +59,10 @@ class BaselineEncoder(Encoder):
 
     @classmethod
     def load(cls, weights_path: Path, device: str = "cpu") -> "BaselineEncoder":
-        from safetensors.torch import load_file
-
-        config = json.loads(Path(weights_path).with_suffix(".json").read_text())
+        config, tensors = read_weights(weights_path)
         model = config["model"]
         heads = BaselineHeads(model["dim"], model["image_hidden"], model["text_hidden"])
-        heads.load_state_dict(load_file(str(weights_path)))
+        heads.load_state_dict(tensors)
         return cls(heads, model, weights_path=Path(weights_path), device=device)
 
     @torch.inference_mode()

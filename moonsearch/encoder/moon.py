@@ -8,7 +8,6 @@ L2-normalised vector. The same model embeds text-only, image-only and image+text
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from moonsearch.encoder.base import Encoder, ProductViews, l2_normalize
+from moonsearch.encoder.base import Encoder, ProductViews, l2_normalize, read_weights
 from moonsearch.encoder.moe import MoEFeedForward, ObjectiveWeights
 from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM, Towers, image_to_tensor
 
@@ -123,11 +122,9 @@ class MoonEncoder(Encoder):
 
     @classmethod
     def load(cls, weights_path: Path, device: str = "cpu") -> "MoonEncoder":
-        from safetensors.torch import load_file
-
-        config = json.loads(Path(weights_path).with_suffix(".json").read_text())
+        config, tensors = read_weights(weights_path)
         model = MoonLite(**config["model"])
-        model.load_state_dict(load_file(str(weights_path)))
+        model.load_state_dict(tensors)
         encoder = cls(model, config["model"], weights_path=Path(weights_path), device=device)
         encoder.name = Path(weights_path).stem   # ablations ship as moon-lite-<variant>
         return encoder
