@@ -162,9 +162,9 @@ def train_step(model: MoonLite, batcher: Batcher, rows: np.ndarray, config: dict
         aux = sparsity = torch.zeros(())
     inter_loss = sum(w * losses[m] for w, m in zip(weights, inter))
     total = inter_loss + losses.get("intra", torch.zeros(())) + loss_cfg["rho"] * aux + loss_cfg["varsigma"] * sparsity
-    parts = {k: float(v.detach()) for k, v in losses.items()}
-    parts.update({f"omega:{m}": float(w) / len(inter) for m, w in zip(inter, weights)},
-                 aux=float(aux), sparsity=float(sparsity), total=float(total))
+    parts = {k: v.item() for k, v in losses.items()}
+    parts.update({f"omega:{m}": w.item() / len(inter) for m, w in zip(inter, weights)},
+                 aux=aux.item(), sparsity=sparsity.item(), total=total.item())
     return total, parts
 
 
