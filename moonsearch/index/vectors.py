@@ -93,13 +93,15 @@ def _search_params(index: faiss.Index, selector):
 
 def search(index: faiss.Index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
     """Top-k (scores, rows) per query; with `allowed`, only those rows, and still k of them
-    whenever k rows are allowed (ANN indexes fall back to exact search when a filter starves them)."""
+    whenever k rows are allowed. Flat indexes search the allowed rows through a FAISS ID
+    selector (exact); ANN indexes search a selective filter exactly over its rows, and fall back
+    to that when a broad filter starves their approximate search."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if allowed is None:
         scores, rows = index.search(queries, min(k, index.ntotal))
     elif len(allowed) == 0:
         return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-    elif len(allowed) <= EXACT_FILTER_LIMIT:
+    elif len(allowed) <= EXACT_FILTER_LIMIT and not isinstance(index, faiss.IndexFlat):
         return _exact_over(index, queries, np.asarray(allowed, np.int64), k)
     else:
         allowed = np.asarray(allowed, np.int64)

@@ -127,6 +127,7 @@ class MetadataStore:
         if not path.exists():
             raise IndexFormatError(f"{folder} has no {DB_FILE}: not a moonsearch index")
         self.con = duckdb.connect(str(path), read_only=True)
+        self._keys: list[tuple[str, int]] | None = None
 
     def count(self) -> int:
         return self.con.execute("SELECT count(*) FROM products").fetchone()[0]
@@ -154,10 +155,13 @@ class MetadataStore:
         return self._rows("SELECT row FROM products WHERE has_image", [])
 
     def attribute_keys(self) -> list[tuple[str, int]]:
-        """Filterable keys with how many products have them, most common first."""
-        return self.con.execute(
-            "SELECT key, count(DISTINCT row) AS n FROM attributes GROUP BY key ORDER BY n DESC, key"
-        ).fetchall()
+        """Filterable keys with how many products have them, most common first (read once: the
+        store is read-only, and every filtered query checks its keys against this list)."""
+        if self._keys is None:
+            self._keys = self.con.execute(
+                "SELECT key, count(DISTINCT row) AS n FROM attributes GROUP BY key ORDER BY n DESC, key"
+            ).fetchall()
+        return self._keys
 
     def _rows(self, sql: str, params: list) -> np.ndarray:
         return np.array([r[0] for r in self.con.execute(sql, params).fetchall()], dtype=np.int64)
