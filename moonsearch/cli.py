@@ -20,7 +20,8 @@ from moonsearch.progress import console
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Product retrieval by text, image, or both (MOON2.0).")
 INDEXES_DIR = Path("indexes")
-out_console = console.__class__()  # stdout, for results
+# Results go to stdout; piped output gets a wide table rather than rich's 80-column default.
+out_console = console.__class__(width=None if sys.stdout.isatty() else 160)
 
 
 def default_index() -> Path:
