@@ -87,3 +87,19 @@ def test_cli_json_query_on_real_products(myntra_slice):
     assert len(hits) == 5 and {"id", "score", "title"} <= set(hits[0])
     assert all(h["attributes"]["gender"] == "Men" for h in hits)
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+def test_shopper_evaluation_through_the_index(myntra_slice):
+    from moonsearch.eval.shopper import evaluate_shopper_queries, is_relevant
+
+    from conftest import SHOPPER_QUERIES
+
+    records, _, index = myntra_slice
+    result = evaluate_shopper_queries(index, SHOPPER_QUERIES)
+    assert result["queries"] == 50 and result["products"] == SLICE
+    assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
+    # the relevance rule reads nested attributes, and a missing attribute does not match
+    assert is_relevant({"attributes": {"Pattern": "Striped"}}, {"attributes.Pattern": ["Striped"]})
+    assert not is_relevant({"attributes": {}}, {"attributes.Pattern": ["Striped"]})
+    # "red dress"-style queries find relevant products near the top when the slice has them
+    assert result["metrics"]["MRR"] > 0.5
