@@ -300,12 +300,13 @@ def run_vitb32(clip: ClipPipeline, products, batch_size: int) -> dict:
     def encode(batch) -> np.ndarray:
         images, rows = [], []
         for i, product in enumerate(batch):
-            path = product.images[0] if product.images else None
+            if not product.images:  # no photo: the product is encoded from its text alone
+                continue
             try:
-                with Image.open(path) as raw:
+                with Image.open(product.images[0]) as raw:
                     images.append(clip.preprocess(raw.convert("RGB")))
                 rows.append(i)
-            except (OSError, TypeError, ValueError):  # missing or broken image: text only
+            except (OSError, ValueError):  # missing or broken image: text only
                 pass
         tokens = clip.tokenize([product_text(p.title, p.attributes) for p in batch])
         with torch.inference_mode():
