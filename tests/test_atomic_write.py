@@ -1,6 +1,5 @@
 """An interrupted `index` never leaves a half-written index that `query` would read."""
 
-import os
 import signal
 import subprocess
 import sys

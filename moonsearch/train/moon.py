@@ -14,7 +14,6 @@ expanded view of its photo) and image+text. Losses:
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
