@@ -1,0 +1,29 @@
+"""What an explainable encoder exposes: a product's last-layer token states, with what each is.
+
+Encoders whose embedding is the (normalised) mean of their last-layer token states can be
+explained exactly: the cosine score of a query q against the product splits into one additive
+term per product token, q . h_i / (T * ||mean_j h_j||). `moonsearch explain` turns those terms
+into text-token weights and an image-patch heatmap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TokenBreakdown:
+    """One product's tokens as the encoder pooled them.
+
+    states:       (T, D) float32 last-layer states; the product embedding is normalise(mean(states)).
+    kinds:        T strings, "text" or "image" (other strings allowed, e.g. "special").
+    text_pieces:  for every "text" token, in order, the piece of text it stands for.
+    image_grid:   (rows, cols) of the "image" tokens in row-major order, or None without an image.
+    """
+
+    states: np.ndarray
+    kinds: list[str]
+    text_pieces: list[str]
+    image_grid: tuple[int, int] | None
