@@ -72,6 +72,11 @@ def comparison_table(results_dir: Path, dataset: str) -> str:
     results = [json.loads(p.read_text()) for p in sorted(Path(results_dir).glob(f"{dataset}-*.json"))]
     if not results:
         return f"no results for {dataset} in {results_dir}\n"
+    return results_table(results)
+
+
+def results_table(results: list[dict]) -> str:
+    """Markdown rows in the given order, one column per table metric any result has."""
     columns = [(task, metric) for task in TASK_ORDER for metric in TABLE_METRICS[task]
                if any(metric in r["metrics"].get(task, {}) for r in results)]
     header = "| encoder | " + " | ".join(f"{t} {m}" for t, m in columns) + " |"

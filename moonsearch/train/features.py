@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from moonsearch.catalog import first_image, open_catalog
+from moonsearch.encoder.base import file_sha256
 from moonsearch.encoder.text import product_text
 from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, IMAGE_SIZE, Towers
 from moonsearch.errors import MoonsearchError
@@ -44,11 +45,15 @@ class FeatureCache:
         return len(self.ids)
 
 
-def _fingerprint(records_path: Path, split: str | None) -> str:
-    stat = records_path.stat()
-    key = json.dumps([str(records_path.resolve()), stat.st_size, int(stat.st_mtime), split,
-                      IMAGE_SIZE, CACHE_VERSION])
+def data_fingerprint(records_path: Path, *parts) -> str:
+    """A cache key from the catalog file's content, not its mtime (a fresh copy of the same
+    data must reuse a cache that took tens of minutes to build), plus what shapes the cache."""
+    key = json.dumps([str(records_path.resolve()), file_sha256(records_path), *parts], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _fingerprint(records_path: Path, split: str | None) -> str:
+    return data_fingerprint(records_path, split, IMAGE_SIZE, CACHE_VERSION)
 
 
 def check_split(split: str | None) -> None:

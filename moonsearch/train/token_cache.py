@@ -7,7 +7,6 @@ visual-expansion variant (the variant is dropped when the consistency filter rej
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
@@ -23,7 +22,7 @@ from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, IMAGE_SIZE, Towers, ima
 from moonsearch.errors import MoonsearchError
 from moonsearch.progress import console, progress_bar
 from moonsearch.train.augment import consistent_rows, expand_image, make_enricher, shopper_queries
-from moonsearch.train.features import cache_root, check_split
+from moonsearch.train.features import cache_root, check_split, data_fingerprint
 
 CACHE_VERSION = 1
 TEXT_FIELDS = ("product", "title", "enriched", "query")
@@ -52,10 +51,7 @@ class TokenCache:
 
 
 def _fingerprint(records: Path, split: str, config: dict) -> str:
-    stat = records.stat()
-    key = json.dumps([str(records.resolve()), stat.st_size, int(stat.st_mtime), split, IMAGE_SIZE,
-                      CACHE_VERSION, config], sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    return data_fingerprint(records, split, IMAGE_SIZE, CACHE_VERSION, config)
 
 
 def build_token_cache(catalog_path: Path, config: dict, cache_dir: Path | None = None,

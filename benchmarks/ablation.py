@@ -1,0 +1,110 @@
+"""The MOON2.0 ablation on the Myntra test split, one command from training to table.
+
+Every variant (the full moon-lite and one config per switched-off component) is trained on the
+train split with the same budget (`--epochs`, same products, same seed), scored with the
+`myntra` protocol, and written to `benchmarks/results/ablation/myntra-<variant>.json`. The table
+`benchmarks/results/ablation.md` puts them beside the shipped models and the text references
+(their results come from `moonsearch eval myntra`, in benchmarks/results/).
+
+Trained variants are kept under `--runs-dir` and reused, so an interrupted run continues where
+it stopped. All variants share one memo of frozen-tower tokens: the towers run once per test
+input, and only the small fusion model runs per variant.
+
+    python benchmarks/ablation.py --data ../shared/data/myntra --epochs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VARIANTS = ("moon-lite", "moon-lite-no-moe", "moon-lite-no-dual", "moon-lite-no-coaug", "moon-lite-no-filter")
+WHAT_IS_OFF = {
+    "moon-lite": "full model",
+    "moon-lite-no-moe": "w/o MoE (one dense FFN, uniform objective weights)",
+    "moon-lite-no-dual": "w/o dual-level alignment (no intra-product loss)",
+    "moon-lite-no-coaug": "w/o co-augmentation (no T+, no visual expansion)",
+    "moon-lite-no-filter": "w/o dynamic sample filtering",
+}
+REFERENCES = ("moon-lite", "baseline", "minilm-title", "bm25-title")
+
+
+def train_variant(variant: str, data: Path, epochs: int, runs_dir: Path) -> tuple[Path, dict]:
+    from moonsearch.train.baseline import load_config
+    from moonsearch.train.moon import train_moon
+
+    out = runs_dir / f"{variant}-e{epochs}"
+    weights = out.with_suffix(".safetensors")
+    if not weights.exists():
+        config = load_config(variant)
+        config["optim"]["epochs"] = epochs
+        train_moon(data, config, out)
+    return weights, json.loads(out.with_suffix(".report.json").read_text())
+
+
+def evaluate_variant(variant: str, weights: Path, data: Path, queries: Path, memo) -> dict:
+    from moonsearch.encoder.moon import MoonEncoder
+    from moonsearch.eval.protocols import myntra
+    from moonsearch.eval.references import System
+
+    encoder = MoonEncoder.load(weights)
+    encoder.memo = memo
+    started = time.time()
+    result = myntra.run(System(variant, encoder), data, queries_path=queries)
+    result["seconds"] = round(time.time() - started, 1)
+    return result
+
+
+def ablation_table(rows: list[dict], epochs: int) -> str:
+    from moonsearch.eval.runner import results_table
+
+    named = [{**r, "encoder": f"{r['encoder']} ({r['label']})"} for r in rows]
+    lines = ["# Ablation: moon-lite components on the Myntra test split", "",
+             f"Made by `python benchmarks/ablation.py --epochs {epochs}`. Each variant is trained on the "
+             f"train split with the same budget ({epochs} epoch(s) over the same 20,000 train products, "
+             "seed 0) and scored by the `myntra` protocol (benchmarks/README.md). The lower rows are "
+             "the shipped models and text references from `moonsearch eval myntra`.", "",
+             results_table(named)]
+    lines += ["| variant | training wall time (s) |", "|---|---|"]
+    lines += [f"| {r['encoder']} | {r['training_seconds']} |" for r in rows if r.get("training_seconds")]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/myntra")
+    parser.add_argument("--queries", type=Path, default=REPO.parent / "shared/data/queries/shopper_queries.jsonl")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--runs-dir", type=Path, default=Path.home() / ".cache/moonsearch/runs/ablation")
+    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks/results")
+    args = parser.parse_args()
+
+    from moonsearch.encoder.moon import TowerTokenMemo
+    from moonsearch.eval.runner import write_result
+
+    args.runs_dir.mkdir(parents=True, exist_ok=True)
+    memo = TowerTokenMemo()
+    rows = []
+    for variant in args.variants:
+        weights, report = train_variant(variant, args.data, args.epochs, args.runs_dir)
+        result = evaluate_variant(variant, weights, args.data, args.queries, memo)
+        result.update(encoder=variant, budget={"epochs": args.epochs}, training_seconds=report["wall_seconds"]["total"])
+        write_result(result, args.results_dir / "ablation")
+        print(f"{variant}: {json.dumps(result['metrics'].get('shopper'))}", flush=True)
+        rows.append({**result, "label": f"{WHAT_IS_OFF[variant]}, {args.epochs} ep"})
+    for name in REFERENCES:
+        path = args.results_dir / f"myntra-{name}.json"
+        if path.exists():
+            rows.append({**json.loads(path.read_text()), "label": "shipped" if "bm25" not in name and "minilm" not in name
+                         else "reference"})
+    table = args.results_dir / "ablation.md"
+    table.write_text(ablation_table(rows, args.epochs))
+    print(f"wrote {table}")
+
+
+if __name__ == "__main__":
+    main()
