@@ -58,6 +58,36 @@ def test_encoder_round_trip_and_views(moon_encoder, tmp_path):
     assert not views.image[2].any()
 
 
+def test_shared_tower_memo_gives_the_same_vectors_and_runs_each_input_once(moon_encoder, tmp_path):
+    from moonsearch.encoder.moon import TowerTokenMemo
+
+    pictures = [Image.open(draw_product(tmp_path / f"{c}.png", c, "tshirt")).convert("RGB") for c in ("Green", "Black")]
+    texts = ["green tshirt", "black tshirt"]
+    plain = moon_encoder.encode(texts, pictures)
+    calls = {"text": 0, "image": 0}
+    real_text, real_image = moon_encoder._text_tokens, moon_encoder._image_tokens
+
+    def count_text(batch):
+        calls["text"] += len(batch)
+        return real_text(batch)
+
+    def count_image(batch):
+        calls["image"] += len(batch)
+        return real_image(batch)
+
+    moon_encoder._text_tokens, moon_encoder._image_tokens = count_text, count_image
+    moon_encoder.memo = TowerTokenMemo()
+    try:
+        first = moon_encoder.encode(texts, pictures)
+        again = moon_encoder.encode(texts + ["green tshirt"], pictures + [pictures[0].copy()])
+    finally:
+        moon_encoder.memo = None
+        del moon_encoder._text_tokens, moon_encoder._image_tokens
+    assert np.allclose(first, plain, atol=1e-5) and np.allclose(again[:2], plain, atol=1e-5)
+    assert np.allclose(again[2], plain[0], atol=1e-5)
+    assert calls == {"text": 2, "image": 2}    # the repeats (same string, equal pixels) were not re-run
+
+
 def tiny_cache(n=48, seed=0):
     rng = np.random.default_rng(seed)
     types = ["Dresses", "Tshirts", "Shoes"]

@@ -114,38 +114,44 @@ def filter_weights(q, pos, neg, margin: float, kappa: float, tau: float) -> torc
 
 def train_step(model: MoonLite, batcher: Batcher, rows: np.ndarray, config: dict, progress: float):
     comp, loss_cfg = config["components"], config["loss"]
+    device = next(model.parameters()).device
+
+    def embed(segments):
+        return model([s.to(device) for s in segments])
+
     negatives = np.array([batcher.hard_negative(r) for r in rows])
     cand_rows = np.concatenate([rows, negatives])
-    candidates, _ = model(batcher.candidate(cand_rows))
+    candidates, _ = embed(batcher.candidate(cand_rows))
     b = len(rows)
     pos_emb, neg_emb = candidates[:b], candidates[b:]
-    title = torch.from_numpy(batcher.title_id[cand_rows])
+    title = torch.from_numpy(batcher.title_id[cand_rows]).to(device)
     blocked = title[None, :] == title[:b, None]          # same title: not a negative ...
     blocked[torch.arange(b), torch.arange(b)] = False    # ... except the positive itself
-    target = torch.arange(b)
+    target = torch.arange(b, device=device)
 
     forms = {
         "t2mm": [batcher.text_query(rows)],
         "i2mm": [batcher.image_query(rows)],
         "mm2mm": [batcher.text_query(rows), batcher.image_query(rows)],
     }
-    has_image = torch.from_numpy(batcher.cache.has_image[rows])
+    has_image = torch.from_numpy(batcher.cache.has_image[rows]).to(device)
     margin = loss_cfg["margin"] * max(0.0, 1.0 - progress)
     losses, gates, parts = {}, {}, {}
     for name, segments in forms.items():
-        q, g = model(segments)
+        q, g = embed(segments)
         per_query = info_nce(q, candidates, target, loss_cfg["temperature"], blocked)
         if comp["filtering"]:
             per_query = per_query * filter_weights(q, pos_emb, neg_emb, margin, loss_cfg["kappa"], loss_cfg["tau"])
-        valid = has_image if name != "t2mm" else torch.ones(b, dtype=torch.bool)
+        valid = has_image if name != "t2mm" else torch.ones(b, dtype=torch.bool, device=device)
         losses[name] = per_query[valid].mean()
         gates[name] = g[valid]
     if comp["dual_level"]:
-        image_only, g_i = model([batcher._image(rows, expanded=False)])
-        text_only, g_t = model([batcher._text(rows, "product")])
+        image_only, g_i = embed([batcher._image(rows, expanded=False)])
+        text_only, g_t = embed([batcher._text(rows, "product")])
         keep = has_image
-        ti = info_nce(image_only[keep], text_only[keep], torch.arange(int(keep.sum())), loss_cfg["intra_temperature"])
-        it = info_nce(text_only[keep], image_only[keep], torch.arange(int(keep.sum())), loss_cfg["intra_temperature"])
+        pairs = torch.arange(int(keep.sum()), device=device)
+        ti = info_nce(image_only[keep], text_only[keep], pairs, loss_cfg["intra_temperature"])
+        it = info_nce(text_only[keep], image_only[keep], pairs, loss_cfg["intra_temperature"])
         losses["intra"] = (ti.mean() + it.mean()) / 2
         gates["intra"] = torch.cat([g_i[keep], g_t[keep]])
     inter = ("t2mm", "i2mm", "mm2mm")
@@ -157,10 +163,10 @@ def train_step(model: MoonLite, batcher: Batcher, rows: np.ndarray, config: dict
         aux = model.aux_loss()
         sparsity = model.objectives.sparsity()
     else:
-        weights = torch.ones(len(inter))
-        aux = sparsity = torch.zeros(())
+        weights = torch.ones(len(inter), device=device)
+        aux = sparsity = torch.zeros((), device=device)
     inter_loss = sum(w * losses[m] for w, m in zip(weights, inter))
-    intra = loss_cfg.get("intra_weight", 1.0) * losses.get("intra", torch.zeros(()))
+    intra = loss_cfg.get("intra_weight", 1.0) * losses.get("intra", torch.zeros((), device=device))
     total = inter_loss + intra + loss_cfg["rho"] * aux + loss_cfg["varsigma"] * sparsity
     parts = {k: v.item() for k, v in losses.items()}
     parts.update({f"omega:{m}": w.item() / len(inter) for m, w in zip(inter, weights)},
@@ -178,8 +184,11 @@ def validate(model: MoonLite, batcher: Batcher, rows: np.ndarray) -> dict:
     saved = batcher.coaug
     batcher.coaug = False  # validation sees products as the index does
 
+    device = next(model.parameters()).device
+
     def run(make) -> torch.Tensor:
-        return torch.cat([model(make(rows[i:i + 256]))[0] for i in range(0, len(rows), 256)])
+        return torch.cat([model([s.to(device) for s in make(rows[i:i + 256])])[0].float().cpu()
+                          for i in range(0, len(rows), 256)])
 
     products = run(batcher.candidate)
     titles = run(lambda r: [batcher._text(r, "title")])
@@ -201,8 +210,11 @@ def _checkpoint_path(out: Path) -> Path:
 
 
 def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = None,
-               resume: bool = True, limit: int | None = None) -> dict:
-    """Train, checkpoint every epoch (resumable), then write weights, config and report."""
+               resume: bool = True, limit: int | None = None, device: str = "cpu") -> dict:
+    """Train, checkpoint every epoch (resumable), then write weights, config and report.
+
+    `device` "cuda" trains the fusion model on the GPU under bf16 autocast; the token cache and
+    the batches are built on the CPU either way (they come from disk)."""
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)
     np_rng = np.random.default_rng(seed)
@@ -215,7 +227,7 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
     train_rows, val_rows = split_train_val(len(cache), config["data"]["val_fraction"], seed)
     train_rows = train_rows[cache.has_image[train_rows]]
 
-    model = MoonLite(**config["model"])
+    model = MoonLite(**config["model"]).to(device)
     optim_cfg = config["optim"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
     steps_per_epoch = len(train_rows) // optim_cfg["batch_size"]
@@ -226,7 +238,7 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
     history, start_epoch = [], 0
     checkpoint = _checkpoint_path(Path(out))
     if resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=False, map_location=device)
         if state["config"] == config:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -246,7 +258,8 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
             for step in range(steps_per_epoch):
                 rows = order[step * optim_cfg["batch_size"]:(step + 1) * optim_cfg["batch_size"]]
                 progress = (epoch * steps_per_epoch + step) / total_steps
-                loss, parts = train_step(model, batcher, rows, config, progress)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+                    loss, parts = train_step(model, batcher, rows, config, progress)
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -273,9 +286,10 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
                  "fingerprint": cache.stats.get("fingerprint"), "augmentation": cache.stats},
         "history": history,
         "wall_seconds": {"token_cache": round(cache_seconds, 1), "total": round(time.time() - started, 1)},
-        "p_objectives": model.objectives.p().detach().numpy().round(3).tolist(),
+        "device": device,
+        "p_objectives": model.objectives.p().detach().cpu().numpy().round(3).tolist(),
     }
-    save_training_outputs(model.state_dict(), {"model": config["model"], "training": config}, report, Path(out))
+    save_training_outputs({k: v.cpu() for k, v in model.state_dict().items()}, {"model": config["model"], "training": config}, report, Path(out))
     plot_history(history, Path(out).with_suffix(".loss.png"))
     checkpoint.unlink(missing_ok=True)
     return report
