@@ -73,8 +73,11 @@ class MoonLite(nn.Module):
             x = self.text_in(segment.tokens)
         return x + self.kind.weight[segment.kind]
 
-    def forward(self, segments: Sequence[Segment], keep_attention: bool = False):
-        """-> (B, dim) normalised embeddings, (B, Z) token-averaged router gates."""
+    def token_states(self, segments: Sequence[Segment], keep_attention: bool = False):
+        """-> (B, T, dim) final-norm token states, (B, T) mask, per-layer router gates.
+
+        The embedding is the normalised masked mean of these states; `moonsearch explain` splits
+        a score over them, so forward() and the explainer share this one code path."""
         x = torch.cat([self.embed_segment(s) for s in segments], dim=1)
         mask = torch.cat([s.mask for s in segments], dim=1)
         empty = ~mask.any(1)
@@ -85,7 +88,11 @@ class MoonLite(nn.Module):
         for block in self.blocks:
             x = block(x, mask, keep_attention)
             gates.append(block.ffn.last_gates)
-        x = self.norm(x)
+        return self.norm(x), mask, gates
+
+    def forward(self, segments: Sequence[Segment], keep_attention: bool = False):
+        """-> (B, dim) normalised embeddings, (B, Z) token-averaged router gates."""
+        x, mask, gates = self.token_states(segments, keep_attention)
         weights = mask.unsqueeze(-1).to(x.dtype)
         pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         sample_gates = (torch.stack(gates).mean(0) * weights).sum(1) / weights.sum(1).clamp(min=1.0)
@@ -180,3 +187,46 @@ class MoonEncoder(Encoder):
             image[rows.cpu().numpy()] = only.float().cpu().numpy()
         return ProductViews(mm=l2_normalize(mm.float().cpu().numpy()), image=image,
                             text=l2_normalize(text.float().cpu().numpy()))
+
+    @torch.inference_mode()
+    def product_tokens(self, text: str | None, image=None):
+        """One product's final token states, labelled, for `moonsearch explain`.
+
+        The same segments and model pass as `encode` (their normalised mean is the product's
+        vector), with each state tagged: MiniLM word pieces ([CLS]/[SEP] as "special") and the
+        EfficientNet-Lite0 feature grid of the letterboxed image, row-major as in image_tokens."""
+        from moonsearch.explain.tokens import TokenBreakdown
+        from moonsearch.encoder.towers import IMAGE_SIZE
+
+        if text is None and image is None:
+            raise ValueError("a product needs a text, an image, or both")
+        segments = self.segments([text], [image])
+        states, mask, _ = self.model.token_states(segments)
+        states = states[0][mask[0]].float().cpu().numpy()
+        kinds: list[str] = []
+        pieces: list[str] = []
+        specials: list[str] = []
+        grid = None
+        for segment in segments:
+            count = int(segment.mask[0].sum())
+            if segment.kind == TEXT:
+                tokenizer = self.towers.text.tokenizer
+                ids = self.towers.text.tokenize([text])["input_ids"][0].tolist()
+                if len(ids) != count:
+                    raise RuntimeError(f"tokenizer gave {len(ids)} pieces for {count} text states")
+                special_ids = set(tokenizer.all_special_ids)
+                for token_id, piece in zip(ids, tokenizer.convert_ids_to_tokens(ids)):
+                    if token_id in special_ids:
+                        kinds.append("special")
+                        specials.append(piece)
+                    else:
+                        kinds.append("text")
+                        pieces.append(piece)
+            else:
+                width, height = IMAGE_SIZE
+                grid = (-(-height // 32), -(-width // 32))   # EfficientNet-Lite0 has stride 32
+                if grid[0] * grid[1] != count:
+                    raise RuntimeError(f"expected a {grid} image grid, got {count} image tokens")
+                kinds += ["image"] * count
+        return TokenBreakdown(states=states, kinds=kinds, text_pieces=pieces, image_grid=grid,
+                              special_pieces=specials, image_letterbox=IMAGE_SIZE if grid else None)

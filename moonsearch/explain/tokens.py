@@ -8,7 +8,7 @@ into text-token weights and an image-patch heatmap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,9 +21,16 @@ class TokenBreakdown:
     kinds:        T strings, "text" or "image" (other strings allowed, e.g. "special").
     text_pieces:  for every "text" token, in order, the piece of text it stands for.
     image_grid:   (rows, cols) of the "image" tokens in row-major order, or None without an image.
+    special_pieces:  optional labels ("[CLS]", "[SEP]") of the tokens that are neither text nor
+                  image, in order; they count in the score, so they are reported, not dropped.
+    image_letterbox: optional (width, height) the image was letterboxed to on white before the
+                  grid was computed (towers.letterbox), so the heatmap can drop the padding;
+                  None means the grid spans the image as given.
     """
 
     states: np.ndarray
     kinds: list[str]
     text_pieces: list[str]
     image_grid: tuple[int, int] | None
+    special_pieces: list[str] = field(default_factory=list)
+    image_letterbox: tuple[int, int] | None = None
