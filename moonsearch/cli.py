@@ -1,4 +1,4 @@
-"""The `moonsearch` command: index, query, info, train, eval.
+"""The `moonsearch` command: index, query, explain, info, train, eval.
 
 Every subcommand is a thin shell over the Python API. Errors the user can fix are printed as
 one clear line (exit code 2), never as a traceback.
@@ -111,6 +111,42 @@ def query(
         out_console.print("no products match")
         return
     out_console.print(_hits_table(hits, searcher.manifest.display_fields))
+
+
+@app.command(name="explain")
+def explain_command(
+    args: List[str] = typer.Argument(..., metavar="[QUERY] PRODUCT_ID", help="Query text (leave out with --image) and a product id."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Query image file."),
+    index_path: Optional[Path] = typer.Option(None, "--index", help="Index folder (default: the only one in ./indexes)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Heatmap PNG (default: explain-<PRODUCT_ID>.png)."),
+    scale: int = typer.Option(1, "--scale", min=1, max=16, help="Heatmap size as a multiple of the product image's."),
+    top: int = typer.Option(15, "--top", min=1, help="How many words to list."),
+    as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+):
+    """Why did a product match: the score split over the product's words and image patches."""
+    from moonsearch.explain import explain as explain_match
+    from moonsearch.search.searcher import ProductIndex
+
+    if len(args) > 2:
+        raise MoonsearchError("explain takes a query text and a product id (quote a query of several words)")
+    text, product_id = (None, args[0]) if len(args) == 1 else args
+    if text is None and image is None:
+        raise MoonsearchError("give a query text before the product id, or a query image with --image")
+    _one_thread()
+    searcher = ProductIndex.open(index_path or default_index(), device=device)
+    result = explain_match(searcher, product_id, text=text, image=image)
+    heatmap = None
+    if result.image_weights is not None:
+        heatmap = result.save_heatmap(out or Path(f"explain-{product_id}.png"), scale=scale)
+    if as_json:
+        payload = {**result.to_json(), "heatmap": str(heatmap) if heatmap else None}
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+        return
+    from moonsearch.explain.display import render
+
+    out_console.print(render(result, top=top))
+    out_console.print(f"heatmap: {heatmap}" if heatmap else "the product has no image: no heatmap")
 
 
 @app.command()
