@@ -49,7 +49,7 @@ def _one_thread() -> None:
 def index(
     catalog: Path = typer.Argument(..., help="Catalog folder or file (JSONL, CSV, Parquet, Kaggle styles.csv)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Index folder [default: indexes/<catalog name>]."),
-    encoder: str = typer.Option("default", help="Encoder name (see `moonsearch info --encoders`)."),
+    encoder: str = typer.Option("default", help="Encoder name (see `moonsearch info --encoders`), or the folder of a trained MLLM encoder."),
     index_type: str = typer.Option("auto", "--index-type", help="auto | flat | ivf | hnsw."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
@@ -184,6 +184,7 @@ def train(
     data: Path = typer.Option(..., "--data", help="Training catalog (its train split is used; never test)."),
     config: str = typer.Option("moon-lite", "--config", help="Config name in moonsearch/train/configs (moon-lite, baseline, ablations) or a JSON path."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output path without suffix [default: moonsearch/encoder/weights/<config name>]."),
+    backbone_path: Optional[Path] = typer.Option(None, "--backbone-path", help="MLLM configs: local Qwen2-VL / Qwen2.5-VL checkpoint folder (nothing is downloaded)."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the last epoch checkpoint of the same config."),
 ):
     """Train an encoder on a catalog's train split (tower features are cached once)."""
@@ -192,11 +193,18 @@ def train(
     from moonsearch.train.moon import train_moon
 
     cfg = load_config(config)
+    if backbone_path is not None and cfg.get("encoder") != "mllm":
+        raise MoonsearchError(f"--backbone-path is for MLLM configs (such as mllm-qwen2vl); {config} trains '{cfg.get('encoder')}'")
     target = out or WEIGHTS_DIR / cfg.get("name", cfg["encoder"])
     if cfg.get("encoder") == "baseline":
         report = train_baseline(data, cfg, target)
     elif cfg.get("encoder") == "moon-lite":
         report = train_moon(data, cfg, target, resume=resume)
+    elif cfg.get("encoder") == "mllm":
+        from moonsearch.train.mllm import train_mllm
+
+        target = out or Path("models") / cfg.get("name", "mllm")   # a model folder: too big for the package
+        report = train_mllm(data, cfg, target, backbone_path=backbone_path)
     else:
         raise MoonsearchError(f"config {config} trains '{cfg.get('encoder')}', which this version cannot train")
     console.print(f"[bold green]trained[/] {target} in {report['wall_seconds']['total']}s; "

@@ -22,6 +22,16 @@ def available_encoders() -> list[str]:
 def load_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu", weights: Path | None = None) -> Encoder:
     """Load a shipped encoder by name, or one trained by the user from `weights`."""
     name = DEFAULT_ENCODER if name in (None, "", "default") else name
+    if name == "mllm" or (Path(name) / "moonsearch.json").is_file():
+        # A trained MLLM encoder is a folder, named by `weights` (index manifests) or as the name.
+        folder = Path(weights) if weights else (None if name == "mllm" else Path(name))
+        if folder is None or not folder.exists():
+            missing = f"; {folder} does not exist" if folder is not None else ""
+            raise MoonsearchError("the MLLM encoder needs the folder of a trained model (`moonsearch train "
+                                  f"--config mllm-qwen2vl`): pass --encoder PATH/TO/FOLDER{missing}")
+        from moonsearch.encoder.mllm import MLLMEncoder
+
+        return MLLMEncoder.load(folder, device=device)
     path = Path(weights) if weights else weights_path(name)
     if not path.exists():
         known = ", ".join(available_encoders()) or "none"
