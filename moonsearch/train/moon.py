@@ -210,23 +210,26 @@ def _checkpoint_path(out: Path) -> Path:
 
 
 def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = None,
-               resume: bool = True, limit: int | None = None, device: str = "cpu") -> dict:
+               resume: bool = True, limit: int | None = None, device: str = "cpu",
+               stop_after_epoch: int | None = None) -> dict:
     """Train, checkpoint every epoch (resumable), then write weights, config and report.
 
-    `device` "cuda" trains the fusion model on the GPU under bf16 autocast; the token cache and
-    the batches are built on the CPU either way (they come from disk)."""
+    `device` "cuda" runs the towers (token cache) and the fusion model on the GPU, the latter
+    under bf16 autocast; batches are assembled on the CPU from the cache on disk.
+    `stop_after_epoch` ends the run after that epoch's checkpoint, as an interruption would (tests)."""
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)
     np_rng = np.random.default_rng(seed)
     started = time.time()
     limit = limit or config["data"].get("limit")   # a CPU budget: the first N train products
-    cache = build_token_cache(Path(catalog), {**config["augment"], "seed": seed}, cache_dir, limit=limit)
+    cache = build_token_cache(Path(catalog), {**config["augment"], "seed": seed}, cache_dir, limit=limit, device=device)
     cache_seconds = time.time() - started
     rng = random.Random(seed)
     batcher = Batcher(cache, config, rng)
     train_rows, val_rows = split_train_val(len(cache), config["data"]["val_fraction"], seed)
     train_rows = train_rows[cache.has_image[train_rows]]
 
+    torch.manual_seed(seed)   # again: building the cache (first run only) draws from torch's RNG
     model = MoonLite(**config["model"]).to(device)
     optim_cfg = config["optim"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
@@ -278,6 +281,8 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
                         "config": config, "np_rng": np_rng.bit_generator.state, "rng": rng.getstate(),
                         "torch_rng": torch.get_rng_state()}, tmp)
             tmp.replace(checkpoint)
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}")
 
     report = {
         "encoder": "moon-lite", "name": config.get("name"), "components": config["components"],

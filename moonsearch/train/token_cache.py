@@ -55,7 +55,7 @@ def _fingerprint(records: Path, split: str, config: dict) -> str:
 
 
 def build_token_cache(catalog_path: Path, config: dict, cache_dir: Path | None = None,
-                      limit: int | None = None) -> TokenCache:
+                      limit: int | None = None, device: str = "cpu") -> TokenCache:
     """`config`: the trainer's "augment" section (enricher, consistency tolerance, seed)."""
     split = config.get("split", "train")
     check_split(split)
@@ -66,7 +66,7 @@ def build_token_cache(catalog_path: Path, config: dict, cache_dir: Path | None =
         return load_token_cache(folder)
 
     rng = random.Random(config.get("seed", 0))
-    towers = Towers()
+    towers = Towers(device=device)
     enricher = make_enricher(config)
     from moonsearch.encoder.registry import load_encoder
 
@@ -91,16 +91,17 @@ def build_token_cache(catalog_path: Path, config: dict, cache_dir: Path | None =
         states = {}
         for field, strings in texts.items():
             hidden, mask = towers.text.token_states(strings)
-            hidden = hidden.float().numpy().astype(np.float16)
-            states[field] = [hidden[i][mask[i].bool().numpy()] for i in range(len(strings))]
+            hidden = hidden.float().cpu().numpy().astype(np.float16)
+            mask = mask.bool().cpu().numpy()
+            states[field] = [hidden[i][mask[i]] for i in range(len(strings))]
         present = [i for i, im in enumerate(loaded) if im is not None]
         variants = [expand_image(loaded[i], rng) for i in present]
         grid = np.zeros((len(batch), 2, 12, IMAGE_FEATURE_DIM), np.float16)
         keep_variant = np.zeros(len(batch), bool)
         if present:
             pixels = torch.stack([image_to_tensor(loaded[i]) for i in present] +
-                                 [image_to_tensor(v) for v, _ in variants])
-            maps = towers.image.feature_maps(pixels).float()                      # (2P, 1280, 4, 3)
+                                 [image_to_tensor(v) for v, _ in variants]).to(device)
+            maps = towers.image.feature_maps(pixels).float().cpu()                      # (2P, 1280, 4, 3)
             tokens = maps.flatten(2).transpose(1, 2)                               # (2P, 12, 1280)
             with torch.no_grad():
                 image_emb = judge.heads.embed_images(tokens.mean(1))

@@ -1,0 +1,79 @@
+"""`train_moon` end to end on a tiny catalog: outputs, seed reproducibility, resume after an
+interruption, and the refusal to train on the test split."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from moonsearch.errors import MoonsearchError
+from moonsearch.train.baseline import load_config
+from moonsearch.train.moon import train_moon
+
+from conftest import make_tiny_catalog, tiny_records
+
+
+def tiny_config(**optim) -> dict:
+    config = load_config("moon-lite")
+    config["model"].update(dim=32, layers=1, heads=2, experts=2, top_k=1, ffn_hidden=64, dropout=0.0)
+    config["data"].update(limit=None, val_fraction=0.25)
+    config["optim"].update(epochs=2, batch_size=4, **optim)
+    return config
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    records = [{**r, "split": "train"} for r in tiny_records(16)]
+    records += [{**r, "id": f"T{i}", "split": "test"} for i, r in enumerate(tiny_records(4))]
+    return make_tiny_catalog(tmp_path_factory.mktemp("train-catalog"), records)
+
+
+def weights_of(out):
+    return load_file(str(out.with_suffix(".safetensors")))
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_training_writes_weights_config_report_and_curve(catalog, tmp_path):
+    cache = tmp_path / "cache"
+    out = tmp_path / "moon-lite-tiny"
+    report = train_moon(catalog, tiny_config(), out, cache_dir=cache)
+    assert report["data"]["products"] == 16                      # the test split was not read
+    assert [h["epoch"] for h in report["history"]] == [1, 2]
+    assert {"t2mm", "i2mm", "mm2mm", "intra", "total", "val title->mm hit@1"} <= set(report["history"][0])
+    saved = json.loads(out.with_suffix(".report.json").read_text())
+    assert saved["history"] == report["history"] and saved["wall_seconds"]["total"] > 0
+    assert json.loads(out.with_suffix(".json").read_text())["model"]["dim"] == 32
+    assert out.with_suffix(".loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not out.with_suffix(".checkpoint.pt").exists()       # removed once the run is complete
+
+    again = tmp_path / "again"
+    train_moon(catalog, tiny_config(), again, cache_dir=cache)
+    assert same(weights_of(out), weights_of(again))              # one seed, one result
+    other = tmp_path / "other-seed"
+    train_moon(catalog, {**tiny_config(), "seed": 1}, other, cache_dir=cache)
+    assert not same(weights_of(out), weights_of(other))
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(catalog, tmp_path):
+    cache = tmp_path / "cache"
+    straight = tmp_path / "straight"
+    train_moon(catalog, tiny_config(), straight, cache_dir=cache)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        train_moon(catalog, tiny_config(), resumed, cache_dir=cache, stop_after_epoch=1)
+    assert resumed.with_suffix(".checkpoint.pt").exists() and not resumed.with_suffix(".safetensors").exists()
+    report = train_moon(catalog, tiny_config(), resumed, cache_dir=cache)
+    assert [h["epoch"] for h in report["history"]] == [1, 2]
+    assert same(weights_of(straight), weights_of(resumed))
+
+
+def test_training_on_the_test_split_is_refused(catalog, tmp_path):
+    config = tiny_config()
+    config["augment"]["split"] = "test"
+    with pytest.raises(MoonsearchError, match="test"):
+        train_moon(catalog, config, tmp_path / "nope", cache_dir=tmp_path / "cache")
