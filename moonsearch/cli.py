@@ -186,6 +186,7 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="Output path without suffix [default: moonsearch/encoder/weights/<config name>]."),
     backbone_path: Optional[Path] = typer.Option(None, "--backbone-path", help="MLLM configs: local Qwen2-VL / Qwen2.5-VL checkpoint folder (nothing is downloaded)."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the last epoch checkpoint of the same config."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda: moon-lite trains on a CUDA GPU when one is visible."),
 ):
     """Train an encoder on a catalog's train split (tower features are cached once)."""
     from moonsearch.encoder.registry import WEIGHTS_DIR
@@ -199,7 +200,9 @@ def train(
     if cfg.get("encoder") == "baseline":
         report = train_baseline(data, cfg, target)
     elif cfg.get("encoder") == "moon-lite":
-        report = train_moon(data, cfg, target, resume=resume)
+        from moonsearch.index.device import placement_for
+
+        report = train_moon(data, cfg, target, resume=resume, device=placement_for(device, "flat").encoder)
     elif cfg.get("encoder") == "mllm":
         from moonsearch.train.mllm import train_mllm
 
@@ -222,15 +225,17 @@ def evaluate(
     floors: Optional[Path] = typer.Option(None, "--floors", help="Fail (exit 1) when a metric is below its floor here."),
     index_path: Optional[Path] = typer.Option(None, "--index", help="shopper: the index of ../shared/data/myntra."),
     as_json: bool = typer.Option(False, "--json"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (the encoders; rankings are exact, in numpy)."),
 ):
     """Score encoders on a benchmark protocol; write results JSON and a side-by-side table."""
     from moonsearch.eval.runner import check_floors, run_protocol, write_result, write_table
+    from moonsearch.index.device import placement_for
 
     if protocol == "shopper":
         from moonsearch.eval.shopper import evaluate_shopper_queries
         from moonsearch.search.searcher import ProductIndex
 
-        result = evaluate_shopper_queries(ProductIndex.open(index_path or default_index()), queries)
+        result = evaluate_shopper_queries(ProductIndex.open(index_path or default_index(), device=device), queries)
         out_console.print_json(data=result) if as_json else out_console.print(result)
         return
     data = data or (Path("../shared/data/myntra") if protocol == "myntra" else None)
@@ -239,7 +244,8 @@ def evaluate(
     failures = []
     for name in encoders:
         console.print(f"evaluating [bold]{name}[/] on {protocol} ({data})")
-        result = run_protocol(protocol, name, data, limit=limit, queries=queries)
+        result = run_protocol(protocol, name, data, limit=limit, queries=queries,
+                              device=placement_for(device, "flat").encoder)
         if limit is None:
             path = write_result(result, results_dir)
             console.print(f"wrote {path}")

@@ -8,6 +8,7 @@ L2-normalised vector. The same model embeds text-only, image-only and image+text
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +34,9 @@ class Segment:
     tokens: torch.Tensor
     mask: torch.Tensor
     kind: int
+
+    def to(self, device) -> "Segment":
+        return Segment(self.tokens.to(device, non_blocking=True), self.mask.to(device, non_blocking=True), self.kind)
 
 
 class Block(nn.Module):
@@ -114,6 +118,29 @@ def pad_tokens(arrays: Sequence[np.ndarray | None], width: int) -> tuple[torch.T
     return torch.from_numpy(out), torch.from_numpy(mask)
 
 
+class TowerTokenMemo:
+    """Frozen-tower tokens by input. Several moon-lite models scored on one benchmark (the
+    ablation) share one memo, so the towers -- the expensive part -- run once per input."""
+
+    def __init__(self) -> None:
+        self.text: dict = {}
+        self.image: dict = {}
+
+    @staticmethod
+    def image_key(image) -> bytes:
+        digest = hashlib.blake2b(image.tobytes(), digest_size=16)
+        digest.update(f"{image.mode}{image.size}".encode())
+        return digest.digest()
+
+    @staticmethod
+    def lookup(store: dict, items: list, key, compute) -> list[np.ndarray]:
+        keys = [key(item) for item in items]
+        missing = {k: item for k, item in zip(keys, items) if k not in store}
+        if missing:
+            store.update(zip(missing, compute(list(missing.values()))))
+        return [store[k] for k in keys]
+
+
 class MoonEncoder(Encoder):
     """Inference: raw texts and PIL images -> tower tokens -> MoonLite -> vectors."""
 
@@ -136,12 +163,24 @@ class MoonEncoder(Encoder):
         encoder.name = Path(weights_path).stem   # ablations ship as moon-lite-<variant>
         return encoder
 
+    memo: "TowerTokenMemo | None" = None
+
     def text_tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
-        states, mask = self.towers.text.token_states(list(texts))
+        if self.memo is not None:
+            return self.memo.lookup(self.memo.text, list(texts), lambda t: t, self._text_tokens)
+        return self._text_tokens(list(texts))
+
+    def image_tokens(self, images: Sequence) -> list[np.ndarray]:
+        if self.memo is not None:
+            return self.memo.lookup(self.memo.image, list(images), TowerTokenMemo.image_key, self._image_tokens)
+        return self._image_tokens(list(images))
+
+    def _text_tokens(self, texts: list[str]) -> list[np.ndarray]:
+        states, mask = self.towers.text.token_states(texts)
         states = states.float().cpu().numpy()
         return [states[i][mask[i].bool().cpu().numpy()] for i in range(len(texts))]
 
-    def image_tokens(self, images: Sequence) -> list[np.ndarray]:
+    def _image_tokens(self, images: list) -> list[np.ndarray]:
         pixels = torch.stack([image_to_tensor(im) for im in images]).to(self.device)
         maps = self.towers.image.feature_maps(pixels).float().cpu().numpy()      # (B, 1280, h, w)
         return [m.reshape(m.shape[0], -1).T for m in maps]
@@ -161,7 +200,7 @@ class MoonEncoder(Encoder):
             segments.append(Segment(*pad_tokens(text_arrays, TEXT_FEATURE_DIM), TEXT))
         if image_rows:
             segments.append(Segment(*pad_tokens(image_arrays, IMAGE_FEATURE_DIM), IMAGE))
-        return [Segment(s.tokens.to(self.device), s.mask.to(self.device), s.kind) for s in segments]
+        return [s.to(self.device) for s in segments]
 
     @torch.inference_mode()
     def encode(self, texts, images) -> np.ndarray:
