@@ -207,7 +207,7 @@ def train(
         from moonsearch.train.mllm import train_mllm
 
         target = out or Path("models") / cfg.get("name", "mllm")   # a model folder: too big for the package
-        report = train_mllm(data, cfg, target, backbone_path=backbone_path)
+        report = train_mllm(data, cfg, target, backbone_path=backbone_path, device=device)
     else:
         raise MoonsearchError(f"config {config} trains '{cfg.get('encoder')}', which this version cannot train")
     console.print(f"[bold green]trained[/] {target} in {report['wall_seconds']['total']}s; "
