@@ -286,6 +286,13 @@ def test_train_index_and_search_end_to_end(backbones, tmp_path):
     assert same.id == records[3]["id"] and same.score > 0.999       # its own image vector
     both = index.search(text="blue", image=photo, k=6, filters=["gender=Men"])
     assert both and all(h.attributes.get("gender") == "Men" for h in both)
+    # `moonsearch explain` reads the product's tokens from this encoder: the terms add up to the
+    # score, and the tokens' mean is the indexed product vector.
+    from moonsearch.explain import explain
+
+    why = explain(index, records[3]["id"], text="blue cotton")
+    assert why.check["abs_error"] < 1e-5 and why.check["product_vector_max_abs_diff"] < 1e-4
+    assert why.image_weights is not None and {w.text.lower() for w in why.words} >= {"cotton"}
     index.close()
 
 
