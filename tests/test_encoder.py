@@ -14,11 +14,12 @@ def pictures(tmp_path_factory):
     return [Image.open(draw_product(folder / f"{c}.png", c, "dress")).convert("RGB") for c in ("Red", "Blue")]
 
 
-def test_shipped_encoder_is_listed_and_identified():
-    assert "baseline" in available_encoders()
+def test_shipped_encoders_are_listed_and_moon_lite_is_the_default():
+    assert {"baseline", "moon-lite"} <= set(available_encoders())
     enc = load_encoder("default")
-    assert enc.name == "baseline"
-    assert enc.encoder_id.startswith("baseline@") and len(enc.encoder_id) == len("baseline@") + 16
+    assert enc.name == "moon-lite"
+    assert enc.encoder_id.startswith("moon-lite@") and len(enc.encoder_id) == len("moon-lite@") + 16
+    assert load_encoder("baseline").encoder_id.startswith("baseline@")   # still selectable
 
 
 def test_unknown_encoder_is_a_clear_error():

@@ -8,7 +8,7 @@ from moonsearch.encoder.base import Encoder
 from moonsearch.errors import MoonsearchError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_ENCODER = "baseline"
+DEFAULT_ENCODER = "moon-lite"
 
 
 def weights_path(name: str) -> Path:
