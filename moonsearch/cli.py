@@ -123,6 +123,8 @@ def explain_command(
     top: int = typer.Option(15, "--top", min=1, help="How many words to list."),
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    method: str = typer.Option("occlusion", "--method", help="occlusion: score lost when each word / image patch is "
+                               "left out | decomposition: exact additive share of each token (flat for moon-lite)."),
 ):
     """Why did a product match: the score split over the product's words and image patches."""
     from moonsearch.explain import explain as explain_match
@@ -135,7 +137,7 @@ def explain_command(
         raise MoonsearchError("give a query text before the product id, or a query image with --image")
     _one_thread()
     searcher = ProductIndex.open(index_path or default_index(), device=device)
-    result = explain_match(searcher, product_id, text=text, image=image)
+    result = explain_match(searcher, product_id, text=text, image=image, method=method)
     heatmap = None
     if result.image_weights is not None:
         heatmap = result.save_heatmap(out or Path(f"explain-{product_id}.png"), scale=scale)

@@ -1,5 +1,5 @@
-"""`moonsearch explain`: exact score decomposition, weights that point at the right token, the
-heatmap PNG, and the CLI on tiny moon-lite and baseline indexes."""
+"""`moonsearch explain`: occlusion (the default) and the exact score decomposition, weights that
+point at the right token, the heatmap PNG, and the CLI on tiny moon-lite and baseline indexes."""
 
 import json
 import subprocess
@@ -11,7 +11,8 @@ from PIL import Image
 
 from moonsearch.errors import MoonsearchError
 from moonsearch.explain import ProductInput, TokenBreakdown, explain
-from moonsearch.explain.explainer import explain_breakdown, merge_pieces, product_from_record, token_weights
+from moonsearch.explain.explainer import (explain_breakdown, explain_occlusion, merge_pieces, occlusion_weights,
+                                          product_from_record, token_weights)
 from moonsearch.explain.heatmap import letterbox_box, upsample
 
 from conftest import REPO, draw_product, make_tiny_catalog
@@ -118,6 +119,84 @@ def test_product_whose_image_vanished_is_a_clear_error(tmp_path):
     assert product_from_record({**record, "images": [str(photo)], "has_image": False}).image is None
 
 
+def bag_scorer(states, query):
+    """A fusion-free model: the product vector is the normalised mean of the kept fixed states."""
+    states, query = np.asarray(states, np.float64), np.asarray(query, np.float64)
+
+    def score(masks):
+        means = masks.astype(np.float64) @ states / masks.sum(1, keepdims=True)
+        return means @ query / np.linalg.norm(means, axis=1)
+    return score
+
+
+@pytest.mark.parametrize("target", [1, 3, 4, 13])
+def test_occlusion_points_at_the_token_the_score_depends_on(target, tmp_path):
+    breakdown = hand_made()
+    query = breakdown.states[target] / np.linalg.norm(breakdown.states[target])
+    calls = []
+
+    def scorer(masks):
+        calls.append(masks.copy())
+        return bag_scorer(breakdown.states, query)(masks)
+
+    photo = Image.new("RGB", (60, 80), "white")
+    result = explain_occlusion(breakdown, scorer, ProductInput("P1", "t", "reddish cotton dress", photo))
+    assert len(calls) == 1 and calls[0].shape == (1 + 3 + 12 + 2, 18)      # full, 3 words, 12 patches, 2 parts
+    assert calls[0][0].all() and not calls[0][1, [1, 2]].any() and calls[0][1, [0, 3, 4, 5]].all()   # "reddish" = 2 pieces
+    assert result.method == "occlusion" and result.terms is None
+    assert result.score == pytest.approx(float(bag_scorer(breakdown.states, query)(np.ones((1, 18), bool))[0]))
+    units = [w.weight for w in result.words] + list(result.image_weights.ravel())
+    assert sum(units) == pytest.approx(1.0) and min(units) >= 0
+    assert result.weights.sum() == pytest.approx(1.0) and result.weights[[0, 5]].sum() == 0   # [CLS]/[SEP] kept
+    assert "special" not in result.shares() and sum(result.shares().values()) == pytest.approx(1.0)
+    drops = [w.drop for w in result.words] + list(result.image_drops.ravel())
+    best = int(np.argmax(units))
+    assert best == int(np.argmax(drops))
+    if target >= 6:
+        assert np.unravel_index(np.argmax(result.image_weights), (4, 3)) == divmod(target - 6, 3)
+    else:
+        assert target in result.top_words(1)[0].tokens and result.top_words(1)[0].weight > result.image_weights.max()
+    payload = result.to_json()
+    assert payload["method"] == "occlusion" and "drop" in payload["words"][0] and "term" not in payload["words"][0]
+    assert payload["image"]["drops"] and payload["image"]["heatmap_colours"].startswith("drops")
+    assert {"text", "image"} == set(payload["parts"]) and payload["check"]["weights_fallback"] is False
+    assert [s["occluded"] for s in payload["special_tokens"]] == [False, False]
+    with Image.open(result.save_heatmap(tmp_path / "o.png")) as png:
+        assert png.size == (60, 80)
+
+
+def test_occlusion_weights_fall_back_to_absolute_drops():
+    weights, how, fallback = occlusion_weights(np.array([0.02, -0.01, 0.06, 0.0]))
+    assert np.allclose(weights, [0.25, 0.0, 0.75, 0.0]) and how.startswith("occlusion, positive") and not fallback
+    weights, how, fallback = occlusion_weights(np.array([-0.1, -0.3, -0.6]))
+    assert weights.sum() == pytest.approx(1.0) and weights.argmax() == 2 and "absolute" in how and fallback
+    # a product where leaving anything out raises the score: recorded, not hidden
+    breakdown = hand_made(image=False)
+    result = explain_occlusion(breakdown, lambda masks: 0.5 + 0.1 * (~masks).sum(1), ProductInput("P1", "t", "x"))
+    assert result.check["weights_fallback"] and "|drop|" in result.note and result.parts is None
+    assert sum(w.weight for w in result.words) == pytest.approx(1.0)
+    assert all(w.drop == pytest.approx(-0.1 * len(w.tokens)) for w in result.words)
+
+
+def test_unknown_method_and_encoders_without_occlusion():
+    class NoMasks:   # like the MLLM encoder: product_tokens() but no score_with_masks()
+        name = "mllm"
+
+        def encode(self, texts, images):
+            return np.stack([hand_made().states[2]] * len(texts))
+
+        def product_tokens(self, text, image):
+            return hand_made()
+
+    product = ProductInput("P1", "t", "reddish cotton dress")
+    result = explain(NoMasks(), product, text="red")
+    assert result.method == "decomposition" and "occlusion unsupported" in result.note and "MLLM" in result.note
+    assert result.to_json()["note"] == result.note and result.check["abs_error"] < 1e-9
+    assert explain(NoMasks(), product, text="red", method="decomposition").note is None
+    with pytest.raises(MoonsearchError, match="unknown explain method 'shap'"):
+        explain(NoMasks(), product, text="red", method="shap")
+
+
 def test_baseline_encoder_is_refused_with_the_reason(encoder):
     with pytest.raises(MoonsearchError, match="baseline encoder cannot be explained.*pooled"):
         explain(encoder, ProductInput("P1", "Red dress", "Red dress"), text="red dress")
@@ -161,11 +240,82 @@ def test_moon_lite_tokens_are_the_product_vector_and_point_at_the_query_token(ti
         else:
             assert np.unravel_index(np.argmax(result.image_weights), (4, 3)) == (2, 2)
 
-    result = explain(tiny_moon, product, text="red dress", image=photo)
-    assert result.check["product_vector_max_abs_diff"] < 1e-5
+    result = explain(tiny_moon, product, text="red dress", image=photo, method="decomposition")
+    assert result.method == "decomposition" and result.check["product_vector_max_abs_diff"] < 1e-5
     assert result.terms.sum() == pytest.approx(result.score, abs=1e-6)
     assert result.score == pytest.approx(float(tiny_moon.encode(["red dress"], [photo])[0]
                                                @ tiny_moon.encode([product.text], [photo])[0]), abs=1e-5)
+
+
+def test_moon_lite_occlusion_reruns_only_the_fusion_model(tiny_moon, tmp_path):
+    """score_with_masks on the real model: no mask is the search score, leaving a whole modality
+    out is that modality's own vector, and batching does not change the numbers."""
+    photo = Image.open(draw_product(tmp_path / "red.png", "Red", "dress")).convert("RGB")
+    product = ProductInput("P1", "Red cotton dress", "Red cotton dress, sleeveless", photo)
+    query = tiny_moon.encode(["red dress"], [None])[0]
+    result = explain(tiny_moon, product, text="red dress")
+    assert result.method == "occlusion" and result.check["forward_calls"] == 1
+    assert result.check["score_vs_search_abs_diff"] < 1e-5
+    assert result.score == pytest.approx(float(query @ tiny_moon.encode([product.text], [photo])[0]), abs=1e-5)
+    text_only, image_only = (float(query @ v) for v in (tiny_moon.encode([product.text], [None])[0],
+                                                        tiny_moon.encode([None], [photo])[0]))
+    assert result.parts["image"]["score_without"] == pytest.approx(text_only, abs=1e-5)
+    assert result.parts["text"]["score_without"] == pytest.approx(image_only, abs=1e-5)
+    assert [w.text for w in result.words] == ["red", "cotton", "dress", ",", "sleeveless"]
+    assert sum(w.weight for w in result.words) + result.image_weights.sum() == pytest.approx(1.0)
+    small = explain(tiny_moon, product, text="red dress", batch_size=4)
+    assert small.check["forward_calls"] == -(-small.check["masks"] // 4) > 1
+    assert np.allclose([w.drop for w in small.words], [w.drop for w in result.words], atol=1e-6)
+    assert np.allclose(small.image_drops, result.image_drops, atol=1e-6)
+    with Image.open(result.save_heatmap(tmp_path / "o.png", scale=2)) as png:
+        assert png.size == (120, 160)
+    with pytest.raises(ValueError, match="masks must be"):
+        tiny_moon.score_with_masks(query, product.text, photo, np.ones((2, 3), bool))
+
+
+@pytest.fixture(scope="module")
+def isolated_moon():
+    """A moon-lite whose tokens do not mix: attention outputs, expert outputs and type embeddings
+    are zero, so each token's final state depends on that token alone."""
+    import torch
+
+    from moonsearch.encoder.moon import MoonEncoder, MoonLite
+
+    config = {"dim": 32, "layers": 2, "heads": 4, "experts": 4, "top_k": 2, "ffn_hidden": 64, "dropout": 0.0}
+    torch.manual_seed(0)
+    model = MoonLite(**config)
+    with torch.no_grad():
+        model.kind.weight.zero_()
+        for block in model.blocks:
+            block.attention.out_proj.weight.zero_()
+            block.attention.out_proj.bias.zero_()
+            for expert in block.ffn.experts:
+                expert.net[-1].weight.zero_()
+                expert.net[-1].bias.zero_()
+    return MoonEncoder(model, config)
+
+
+@pytest.mark.parametrize("target", [1, 3, 7, 12, 20])
+def test_occluding_the_query_token_drops_the_moon_lite_score_most(isolated_moon, target, tmp_path):
+    """The query is one product token's own final state: leaving that token (its word, or its
+    patch) out must lower the score most."""
+    photo = Image.open(draw_product(tmp_path / "red.png", "Red", "dress")).convert("RGB")
+    text = "Reddish cotton dress for women, sleeveless"
+    breakdown = isolated_moon.product_tokens(text, photo)
+    assert breakdown.text_pieces == ["reddish", "cotton", "dress", "for", "women", ",", "sleeve", "##less"]
+    query = breakdown.states[target] / np.linalg.norm(breakdown.states[target])
+    result = explain_occlusion(breakdown, lambda masks: isolated_moon.score_with_masks(query, text, photo, masks),
+                               ProductInput("P1", "t", text, photo))
+    units = [w.weight for w in result.words] + list(result.image_weights.ravel())
+    assert sum(units) == pytest.approx(1.0)
+    if breakdown.kinds[target] == "text":
+        best = result.top_words(1)[0]
+        assert target in best.tokens and best.weight > result.image_weights.max()
+        assert best.drop == max(w.drop for w in result.words)
+    else:
+        first = breakdown.kinds.index("image")
+        assert result.image_weights.max() > result.top_words(1)[0].weight
+        assert np.unravel_index(np.argmax(result.image_drops), (4, 3)) == divmod(target - first, 3)
 
 
 # ---- the CLI on tiny indexes --------------------------------------------------------------------
@@ -191,9 +341,11 @@ def test_python_api_on_an_index_gives_the_search_score(tiny_indexes):
     try:
         hit = next(h for h in index.search(text="red dress", k=12) if h.id == "P005")
         result = explain(index, "P005", text="red dress")
+        exact = explain(index, "P005", text="red dress", method="decomposition")
     finally:
         index.close()
-    assert result.score == pytest.approx(hit.score, abs=1e-4)
+    assert result.method == "occlusion" and exact.method == "decomposition"
+    assert result.score == pytest.approx(hit.score, abs=1e-4) and exact.score == pytest.approx(hit.score, abs=1e-4)
     record = next(p for p in open_catalog(tiny_indexes / "catalog").products() if p.id == "P005")
     assert result.product.text == product_text(record.title, record.attributes)   # as the index made it
     assert result.product.image_path.endswith("P005.png")
@@ -217,9 +369,11 @@ def in_process(monkeypatch, capsys, *args):
 
 def test_cli_explains_a_product_of_a_moon_lite_index(tiny_indexes, tmp_path):
     png = tmp_path / "h.png"
-    done = run_cli("red dress", "P001", "--index", tiny_indexes / "moon-lite", "--out", png, "--json")
+    done = run_cli("red dress", "P001", "--index", tiny_indexes / "moon-lite", "--out", png, "--json",
+                   "--method", "decomposition")
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
+    assert payload["method"] == "decomposition"
     assert payload["product"]["id"] == "P001" and payload["heatmap"] == str(png)
     assert payload["product"]["text"].startswith("Blue cotton dress. Women")   # the text the index encoded
     assert sum(t["weight"] for t in payload["tokens"]) == pytest.approx(1.0, abs=1e-4)
@@ -229,6 +383,28 @@ def test_cli_explains_a_product_of_a_moon_lite_index(tiny_indexes, tmp_path):
     assert payload["image"]["grid"] == [4, 3]
     with Image.open(png) as heatmap:
         assert heatmap.size == (60, 80)       # the drawn product image's size
+
+
+def test_cli_occlusion_is_the_default_and_method_is_checked(tiny_indexes, tmp_path, monkeypatch, capsys):
+    png = tmp_path / "o.png"
+    for extra in ((), ("--method", "occlusion")):
+        code, out, err = in_process(monkeypatch, capsys, "red dress", "P001", "--index", tiny_indexes / "moon-lite",
+                                    "--out", png, "--json", *extra)
+        assert code in (0, None), err
+        payload = json.loads(out)
+        assert payload["method"] == "occlusion" and payload["weighting"].startswith("occlusion")
+        assert sum(w["weight"] for w in payload["words"]) + sum(map(sum, payload["image"]["weights"])) == pytest.approx(1.0, abs=1e-4)
+        assert sum(t["weight"] for t in payload["tokens"]) == pytest.approx(1.0, abs=1e-4)
+        assert all("drop" in w for w in payload["words"]) and len(payload["image"]["drops"]) == 4
+        assert payload["check"]["score_vs_search_abs_diff"] < 1e-4
+        with Image.open(png) as heatmap:
+            assert heatmap.size == (60, 80)
+    code, out, err = in_process(monkeypatch, capsys, "red dress", "P001", "--index", tiny_indexes / "moon-lite",
+                                "--out", png)
+    assert code in (0, None) and "occlusion" in out and "drop" in out and "left out whole" in out, err
+    code, out, err = in_process(monkeypatch, capsys, "red dress", "P001", "--index", tiny_indexes / "moon-lite",
+                                "--out", png, "--method", "lime")
+    assert code == 2 and "unknown explain method 'lime'" in err and "Traceback" not in err
 
 
 def test_cli_image_query_table_and_errors(tiny_indexes, tmp_path, monkeypatch, capsys):

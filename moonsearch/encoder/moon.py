@@ -269,3 +269,33 @@ class MoonEncoder(Encoder):
                 kinds += ["image"] * count
         return TokenBreakdown(states=states, kinds=kinds, text_pieces=pieces, image_grid=grid,
                               special_pieces=specials, image_letterbox=IMAGE_SIZE if grid else None)
+
+    @torch.inference_mode()
+    def score_with_masks(self, query, text: str | None, image, masks, batch_size: int = 128) -> np.ndarray:
+        """Scores of a unit query vector against one product with some of its tokens left out,
+        for `moonsearch explain --method occlusion`.
+
+        `masks` is (M, T) bool over the product's tokens in product_tokens() order (the text
+        segment's tokens, [CLS]/[SEP] included, then the image grid); False leaves a token out of
+        attention and of the mean, as padding is. The tower tokens are computed once; only the
+        fusion model runs again, `batch_size` masks per forward call. Returns (M,) float64:
+        q . normalise(masked mean of the fused states)."""
+        if text is None and image is None:
+            raise ValueError("a product needs a text, an image, or both")
+        segments = self.segments([text], [image])
+        counts = [int(s.mask[0].sum()) for s in segments]
+        masks = torch.as_tensor(np.asarray(masks, bool))
+        if masks.ndim != 2 or masks.shape[1] != sum(counts):
+            raise ValueError(f"masks must be (M, {sum(counts)}) for this product's tokens, got {tuple(masks.shape)}")
+        q = torch.as_tensor(np.asarray(query, np.float32).reshape(-1), device=self.device)
+        scores = []
+        for start in range(0, len(masks), batch_size):
+            chunk = masks[start:start + batch_size].to(self.device)
+            batch, offset = [], 0
+            for segment, count in zip(segments, counts):
+                tokens = segment.tokens[:, :count].expand(len(chunk), -1, -1)
+                batch.append(Segment(tokens, chunk[:, offset:offset + count], segment.kind))
+                offset += count
+            embeddings, _ = self.model(batch)
+            scores.append((embeddings.float() @ q).double().cpu().numpy())
+        return np.concatenate(scores) if scores else np.zeros(0)

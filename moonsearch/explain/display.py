@@ -20,7 +20,7 @@ def _bar(fraction: float) -> str:
 
 def shaded_text(explanation: Explanation) -> Text:
     """The product's words on a background as warm as their weight, from the lowest word's
-    (white) to the highest's: after fusion weights differ by a few times, not by orders."""
+    (white) to the highest's."""
     weights = [w.weight for w in explanation.words] or [0.0]
     low, spread = min(weights), (max(weights) - min(weights)) or 1.0
     text = Text()
@@ -31,31 +31,54 @@ def shaded_text(explanation: Explanation) -> Text:
     return text
 
 
+METHOD_LINES = {
+    "occlusion": "occlusion: weight = share of the score lost when a word (its pieces) or an image patch "
+                 "is left out; [CLS]/[SEP] are kept",
+    "decomposition": "decomposition: weight = share of the positive additive score terms (exact; flat "
+                     "after fusion)",
+}
+
+
 def render(explanation: Explanation, top: int = 15) -> Group:
     e = explanation
+    occlusion = e.method == "occlusion"
     query = " + ".join(x for x in (repr(e.query_text) if e.query_text else None,
                                    f"image {e.query_image}" if e.query_image else None) if x)
     shares = e.shares()
     labels = {"text": "text", "image": "image", "special": "/".join(dict.fromkeys(s["piece"] for s in e.specials)) or "special"}
+    if occlusion:
+        done = (f"   ({e.check['occluded_words']} words + {e.check['occluded_patches']} patches left out "
+                f"one at a time)")
+    else:
+        done = f"   (sum of terms {e.check['terms_sum']:.4f}, {len(e.kinds)} tokens)"
     header = Text.assemble(
         ("score ", "bold"), f"{e.score:.4f}", f"  {query} vs product {e.product.id} ({e.encoder_id})\n",
-        "weight by part: ", "  ".join(f"{labels.get(k, k)} {v:.0%}" for k, v in shares.items()),
-        f"   (sum of terms {e.check['terms_sum']:.4f}, {len(e.kinds)} tokens)")
+        ("method ", "bold"), METHOD_LINES.get(e.method, e.method), "\n",
+        "weight by part: ", "  ".join(f"{labels.get(k, k)} {v:.0%}" for k, v in shares.items()), done)
+    value = "drop" if occlusion else "term"
     words = Table(title=f"top {min(top, len(e.words))} of {len(e.words)} words", title_justify="left")
-    for column, justify in (("word", "left"), ("weight", "right"), ("term", "right"), ("", "left")):
+    for column, justify in (("word", "left"), ("weight", "right"), (value, "right"), ("", "left")):
         words.add_column(column, justify=justify)
     best = e.top_words(top)
     peak = best[0].weight if best and best[0].weight > 0 else 1.0
     for word in best:
-        words.add_row(word.text, f"{word.weight:.3f}", f"{word.term:+.4f}", _bar(word.weight / peak))
-    parts = [header, Text("product text: ", style="bold") + shaded_text(e), words]
+        words.add_row(word.text, f"{word.weight:.3f}", f"{(word.drop if occlusion else word.term):+.4f}",
+                      _bar(word.weight / peak))
+    parts = [header]
+    if e.parts:
+        parts.append(Text("left out whole: " + "   ".join(
+            f"{name} -> score {v['score_without']:.4f} (drop {v['drop']:+.4f})" for name, v in e.parts.items())))
+    if e.note:
+        parts.append(Text(e.note, style="yellow"))
+    parts += [Text("product text: ", style="bold") + shaded_text(e), words]
     if e.image_weights is not None:
-        rows, cols = e.image_weights.shape
-        grid = Table(title=f"image {rows}x{cols} patches", title_justify="left",
-                     show_header=False)
+        values, what, fmt = ((e.image_drops, "drops (heatmap)", "{:+.4f}") if e.image_drops is not None
+                             else (e.image_weights, "weights", "{:.3f}"))
+        rows, cols = values.shape
+        grid = Table(title=f"image {rows}x{cols} patch {what}", title_justify="left", show_header=False)
         for _ in range(cols):
             grid.add_column(justify="right")
-        for row in e.image_weights:
-            grid.add_row(*(f"{w:.3f}" for w in row))
+        for row in values:
+            grid.add_row(*(fmt.format(v) for v in row))
         parts.append(grid)
     return Group(*parts)

@@ -12,9 +12,9 @@ from PIL import Image
 
 COLORMAP = "viridis"   # reads on red products too, where a red-hot scale would not
 MAX_ALPHA = 0.55   # the hottest patch is 55% colour, cold ones let the photo show through
-# After fusion every token carries much of the shared product meaning, so patch weights differ
-# by tens of percent, not by orders of magnitude: colours span the grid's min..max (as Grad-CAM
-# maps do); the weights themselves are in the JSON.
+# Colours span the grid's min..max (as Grad-CAM maps do): patch drops (occlusion) are small and
+# often all negative for a text query, and decomposition weights differ by tens of percent only.
+# The values themselves are in the JSON.
 COLOUR_RANGE = "viridis over the grid min (dark purple) .. grid max (yellow)"
 
 

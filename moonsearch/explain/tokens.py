@@ -3,7 +3,11 @@
 Encoders whose embedding is the (normalised) mean of their last-layer token states can be
 explained exactly: the cosine score of a query q against the product splits into one additive
 term per product token, q . h_i / (T * ||mean_j h_j||). `moonsearch explain` turns those terms
-into text-token weights and an image-patch heatmap.
+into text-token weights and an image-patch heatmap (`--method decomposition`).
+
+The default method, occlusion, also needs `score_with_masks(query, text, image, masks)`: the
+query's score against the product for each (T,) bool row of `masks` over the product_tokens()
+order, False leaving a token out of the fusion model's attention and mean (moon-lite has it).
 """
 
 from __future__ import annotations
