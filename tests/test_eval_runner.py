@@ -28,6 +28,26 @@ def test_results_files_and_side_by_side_table(tmp_path):
     assert "| bm25-title | - | - | 0.500 | 0.500 |" in table
 
 
+def test_ablation_table_keeps_the_given_order_and_labels_each_row():
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("ablation", REPO / "benchmarks" / "ablation.py")
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    rows = [{**result("moon-lite-no-moe", 0.7, r1=0.3), "label": "w/o MoE, 1 ep", "training_seconds": 600.0},
+            {**result("moon-lite", 0.8, r1=0.2), "label": "full model, 1 ep", "training_seconds": 610.0},
+            {**result("bm25-title", 0.6), "label": "reference"}]
+    lines = ablation.ablation_table(rows, epochs=1).splitlines()
+    body = [line for line in lines if line.startswith("| moon-lite") or line.startswith("| bm25")]
+    assert body[:3] == ["| moon-lite-no-moe (w/o MoE, 1 ep) | 0.300 | 0.300 | 0.700 | 0.700 |",
+                        "| moon-lite (full model, 1 ep) | 0.200 | 0.200 | 0.800 | 0.800 |",
+                        "| bm25-title (reference) | - | - | 0.600 | 0.600 |"]
+    costs = lines[lines.index("| variant | training wall time (s) |"):]
+    assert costs[2:] == ["| moon-lite-no-moe | 600.0 |", "| moon-lite | 610.0 |"]   # references train nothing
+
+
 def test_floors(tmp_path):
     floors = tmp_path / "floors.json"
     floors.write_text(json.dumps({"myntra-baseline": {"shopper": {"P@10": 0.75}, "i2mm": {"R@1": 0.5}}}))
