@@ -292,16 +292,12 @@ def product_from_index(index, product_id: str) -> ProductInput:
 
 
 def _query_image(image) -> tuple[Image.Image | None, str | None]:
+    """The query image as the searcher loads it, and its path for the report."""
     if image is None:
         return None, None
-    if isinstance(image, Image.Image):
-        return image.convert("RGB"), None
-    from moonsearch.catalog import ImageError, load_image
+    from moonsearch.search.searcher import load_query_image
 
-    try:
-        return load_image(Path(image)), str(image)
-    except ImageError as exc:
-        raise MoonsearchError(f"cannot use query image {image}: {exc.reason}") from None
+    return load_query_image(image), None if isinstance(image, Image.Image) else str(image)
 
 
 def occlusion_unsupported(encoder) -> str:

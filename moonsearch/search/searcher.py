@@ -40,6 +40,15 @@ class Hit:
                 "image": self.image, "attributes": self.attributes}
 
 
+def load_query_image(image: Image.Image | str | Path) -> Image.Image:
+    """A query image given as a PIL image or a path; a file that cannot be used is a clear error."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    try:
+        return load_image(Path(image))
+    except ImageError as exc:
+        raise MoonsearchError(f"cannot use query image {image}: {exc.reason}") from None
+
 class ProductIndex:
     """An index folder opened for search; the encoder loads on first use."""
 
@@ -86,20 +95,11 @@ class ProductIndex:
             self._views[view] = faiss_vectors.load(self.folder / view_file(view))
         return self._views[view]
 
-    @staticmethod
-    def _as_image(image: Image.Image | str | Path) -> Image.Image:
-        if isinstance(image, Image.Image):
-            return image.convert("RGB")
-        try:
-            return load_image(Path(image))
-        except ImageError as exc:
-            raise MoonsearchError(f"cannot use query image {image}: {exc.reason}") from None
-
     def embed_query(self, text: str | None = None, image: Image.Image | str | Path | None = None):
         text = text.strip() if isinstance(text, str) else None
         if not text and image is None:
             raise MoonsearchError("give a query text, a query image, or both")
-        picture = self._as_image(image) if image is not None else None
+        picture = load_query_image(image) if image is not None else None
         return self.encoder.encode([text or None], [picture])
 
     def allowed_rows(self, filters: Sequence[Filter | str], view: str):
