@@ -61,3 +61,21 @@ def test_consistency_filter_keeps_variants_that_still_match_their_own_title():
                            [0.1, 0.2, 0.25]])  # own title best: kept
     assert consistent_rows(similarity, top=2).tolist() == [True, False, True]
     assert consistent_rows(similarity, top=3).all()
+
+
+def test_a_shopper_query_carries_the_rule_that_its_product_meets():
+    from moonsearch.eval.shopper import is_relevant
+    from moonsearch.train.augment import shopper_query
+
+    rng = random.Random(1)
+    queries = [shopper_query(ATTRS, rng) for _ in range(200)]
+    assert all(is_relevant(ATTRS, q.match) for q in queries)
+    assert all(q.match["articleType"] == ["Dresses"] for q in queries)
+    by_text = {q.text: q.match for q in queries}
+    red = by_text.get("red dress") or by_text["red dresses"]
+    assert red == {"articleType": ["Dresses"], "baseColour": ["Red"]}
+    striped = by_text.get("striped dress") or by_text["striped dresses"]
+    assert striped == {"articleType": ["Dresses"], "attributes.Pattern": ["Striped"]}
+    blue = {**ATTRS, "baseColour": "Blue"}
+    assert not is_relevant(blue, red) and is_relevant(blue, striped)
+    assert shopper_query({"title": "x"}, rng) is None

@@ -134,3 +134,53 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(components):
     assert ("intra" in parts) == components["dual_level"]
     if components["moe"]:
         assert abs(sum(v for k, v in parts.items() if k.startswith("omega:")) - 1.0) < 1e-4
+
+
+def test_info_nce_counts_every_positive_and_reduces_to_cross_entropy_with_one():
+    from moonsearch.train.moon import info_nce
+
+    torch.manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    c = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    one = torch.zeros(4, 6, dtype=torch.bool)
+    one[torch.arange(4), torch.arange(4)] = True
+    plain = torch.nn.functional.cross_entropy(q @ c.T / 0.1, torch.arange(4), reduction="none")
+    assert torch.allclose(info_nce(q, c, one, 0.1), plain, atol=1e-5)
+    more = one.clone()
+    more[0, 5] = True                      # candidate 5 also answers query 0: no longer a negative
+    loss = info_nce(q, c, more, 0.1)
+    assert loss[0] < plain[0] and torch.allclose(loss[1:], plain[1:], atol=1e-5)
+    blocked = torch.zeros(4, 6, dtype=torch.bool)
+    blocked[1, 4] = True                   # candidate 4 leaves query 1's denominator
+    assert info_nce(q, c, one, 0.1, blocked)[1] < plain[1]
+
+
+def test_live_shopper_queries_make_every_matching_candidate_a_positive():
+    from moonsearch.eval.shopper import is_relevant
+    from moonsearch.train.moon import Batcher
+
+    cache = tiny_cache()
+    config = {**CONFIG, "data": {**CONFIG["data"], "shopper_queries": "live"},
+              "augment": {**CONFIG["augment"], "p_shopper_query": 1.0}}
+    batcher = Batcher(cache, config, random.Random(0))
+    rows = np.arange(8)
+    segment, rules = batcher.text_query(rows)
+    assert len(rules) == 8 and all(r is not None for r in rules)
+    assert segment.tokens.shape[0] == 8 and segment.mask.sum(1).min() > 0
+    cand_rows = np.arange(24)
+    positive = batcher.positives(rules, cand_rows)
+    for i, rule in enumerate(rules):
+        expected = [j == i or is_relevant(cache.attributes[r], rule) for j, r in enumerate(cand_rows)]
+        assert positive[i].tolist() == expected
+        assert positive[i].sum() > 1          # 24 candidates over 3 types and 4 colours repeat every rule
+    cached = Batcher(cache, CONFIG | {"data": {**CONFIG["data"], "shopper_queries": "cached"}}, random.Random(0))
+    assert all(r is None for r in cached.text_query(rows)[1])   # a cached query has no rule
+
+
+def test_capped_precision_counts_right_answers_out_of_what_was_possible():
+    from moonsearch.train.moon import capped_precision
+
+    scores = torch.tensor([[0.9, 0.8, 0.1, 0.0], [0.1, 0.2, 0.3, 0.9]])
+    relevant = torch.tensor([[True, False, True, False], [False, False, False, True]])
+    # query 0: top 2 = {0, 1}, one of its 2 relevant; query 1: its single relevant is ranked first
+    assert capped_precision(scores, relevant, 2) == (0.5 + 1.0) / 2

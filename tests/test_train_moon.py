@@ -44,7 +44,7 @@ def test_training_writes_weights_config_report_and_curve(catalog, tmp_path):
     report = train_moon(catalog, tiny_config(), out, cache_dir=cache)
     assert report["data"]["products"] == 16                      # the test split was not read
     assert [h["epoch"] for h in report["history"]] == [1, 2]
-    assert {"t2mm", "i2mm", "mm2mm", "intra", "total", "val title->mm hit@1"} <= set(report["history"][0])
+    assert {"t2mm", "i2mm", "mm2mm", "intra", "total", "val title->mm hit@1", "val shopper P@10"} <= set(report["history"][0])
     saved = json.loads(out.with_suffix(".report.json").read_text())
     assert saved["history"] == report["history"] and saved["wall_seconds"]["total"] > 0
     assert json.loads(out.with_suffix(".json").read_text())["model"]["dim"] == 32

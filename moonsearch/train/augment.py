@@ -37,10 +37,16 @@ PLURAL_KEPT = {"jeans", "shorts", "trousers", "shoes", "sunglasses", "briefs", "
                "sports shoes", "formal shoes", "heels", "flats", "sandals", "sports sandals", "tights"}
 
 
-def _value(attributes: Mapping[str, Any], key: str) -> str | None:
+def _raw(attributes: Mapping[str, Any], key: str) -> Any:
+    """A field from the top level or, failing that, from the nested `attributes` map."""
     value = attributes.get(key)
     if value is None and isinstance(attributes.get("attributes"), Mapping):
         value = attributes["attributes"].get(key)
+    return value
+
+
+def _value(attributes: Mapping[str, Any], key: str) -> str | None:
+    value = _raw(attributes, key)
     if value is None or isinstance(value, (Mapping, list)):
         return None
     text = " ".join(str(value).split())
@@ -155,22 +161,54 @@ def singular(category: str) -> str:
     return lowered
 
 
-def shopper_queries(attributes: Mapping[str, Any], rng: random.Random, count: int = 1) -> list[str]:
-    """Short queries a shopper might type for this product, built from its attributes."""
-    category = _value(attributes, "articleType") or _value(attributes, "category")
+@dataclass(frozen=True)
+class ShopperQuery:
+    """A short query and the rule that says which products answer it, in the shape of the
+    shopper-query files (`{"articleType": ["Dresses"], "baseColour": ["Red"]}`): every product
+    matching the rule is as right an answer as the one the query was written from."""
+
+    text: str
+    match: dict
+
+
+def _rule_field(attributes: Mapping[str, Any], key: str) -> str:
+    return key if key in attributes else f"attributes.{key}"
+
+
+def _shopper_options(attributes: Mapping[str, Any], rng: random.Random) -> list[ShopperQuery]:
+    category_key = "articleType" if _value(attributes, "articleType") else "category"
+    category = _value(attributes, category_key)
     if not category:
         return []
     noun = singular(category) if rng.random() < 0.5 else category.lower()
+    base = {_rule_field(attributes, category_key): [str(attributes.get(category_key) or category)]}
+
+    def rule(*keys: str) -> dict:
+        extra = {_rule_field(attributes, k): [str(_raw(attributes, k))] for k in keys}
+        return {**base, **extra}
+
     options = []
     for key in ("baseColour", "gender", "Pattern", "usage", "brand", "Fabric", "Sleeve Length", "Fit"):
         value = _value(attributes, key)
         if value:
-            options.append(f"{value.lower()} {noun}")
+            options.append(ShopperQuery(f"{value.lower()} {noun}", rule(key)))
     colour, gender = _value(attributes, "baseColour"), _value(attributes, "gender")
     if colour and gender:
-        options.append(f"{gender.lower()} {colour.lower()} {noun}")
-    options.append(noun)
-    return rng.sample(options, min(count, len(options)))
+        options.append(ShopperQuery(f"{gender.lower()} {colour.lower()} {noun}", rule("gender", "baseColour")))
+    options.append(ShopperQuery(noun, base))
+    return options
+
+
+def shopper_query(attributes: Mapping[str, Any], rng: random.Random) -> ShopperQuery | None:
+    """One short query a shopper might type for this product, with its relevance rule."""
+    options = _shopper_options(attributes, rng)
+    return rng.choice(options) if options else None
+
+
+def shopper_queries(attributes: Mapping[str, Any], rng: random.Random, count: int = 1) -> list[str]:
+    """Short queries a shopper might type for this product, built from its attributes."""
+    options = _shopper_options(attributes, rng)
+    return [q.text for q in rng.sample(options, min(count, len(options)))]
 
 
 # --- visual expansion -------------------------------------------------------------------

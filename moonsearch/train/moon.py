@@ -5,7 +5,10 @@ Each step takes B training products. Every product is a positive candidate in im
 and brings a hard negative (same articleType, another colour or pattern). Queries come in all
 three forms at once (joint learning): text (its title or a shopper-style query), image (an
 expanded view of its photo) and image+text. Losses:
-- inter-product InfoNCE per query form against all candidates of the batch, weighted by omega;
+- inter-product InfoNCE per query form against all candidates of the batch, weighted by omega.
+  A shopper-style query ("red dress") is written with its relevance rule, and every candidate
+  of the batch that meets the rule counts as a positive, not a negative (multi-positive
+  InfoNCE): otherwise the hard negative, another dress, would teach "dress" to avoid dresses;
 - intra-product InfoNCE between each product's image-only and text-only embeddings;
 - L_aux (router load balance) and L_sparsity (entropy of W*'s rows);
 - dynamic sample filtering: phi = sigmoid(kappa (s_qp - s_qn - m)); queries with phi < tau are
@@ -14,6 +17,7 @@ expanded view of its photo) and image+text. Losses:
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -25,8 +29,10 @@ import torch
 from torch import nn
 
 from moonsearch.encoder.moon import ENRICHED, IMAGE, IMAGE_EXPANDED, OBJECTIVES, TEXT, MoonLite, Segment, pad_tokens
-from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM
+from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM, Towers
+from moonsearch.eval.shopper import is_relevant
 from moonsearch.progress import console, progress_bar
+from moonsearch.train.augment import ShopperQuery, shopper_query
 from moonsearch.train.baseline import split_train_val
 from moonsearch.train.report import save_training_outputs
 from moonsearch.train.token_cache import TokenCache, build_token_cache
@@ -35,7 +41,7 @@ from moonsearch.train.token_cache import TokenCache, build_token_cache
 class Batcher:
     """Turns rows of the token cache into the segments of one training step."""
 
-    def __init__(self, cache: TokenCache, config: dict, rng: random.Random):
+    def __init__(self, cache: TokenCache, config: dict, rng: random.Random, device: str = "cpu"):
         self.cache, self.rng = cache, rng
         self.coaug = config["components"]["co_augmentation"]
         self.p_enriched = config["augment"].get("p_enriched", 0.5)
@@ -48,6 +54,12 @@ class Batcher:
         self.by_type = by_type
         title_ids = {}
         self.title_id = np.array([title_ids.setdefault(t, len(title_ids)) for t in cache.titles])
+        # "cached": the one query per product fixed when the token cache was built (no rule);
+        # "live": a fresh query and its relevance rule each time, its tokens from the text tower
+        self.live_queries = config["data"].get("shopper_queries", "cached") == "live"
+        self.device = device
+        self._towers: Towers | None = None
+        self._query_tokens: dict[str, np.ndarray] = {}
 
     def hard_negative(self, row: int) -> int:
         """Same articleType, another colour or pattern when one exists; else any other product."""
@@ -89,21 +101,63 @@ class Batcher:
             segments += [enriched, extra]
         return segments
 
-    def text_query(self, rows) -> Segment:
-        use_query = [self.rng.random() < self.p_query for _ in rows]
-        arrays = [self.cache.text(r, "query" if q else "title").astype(np.float32) for r, q in zip(rows, use_query)]
-        return Segment(*pad_tokens(arrays, TEXT_FEATURE_DIM), TEXT)
+    def text_query(self, rows) -> tuple[Segment, list[dict | None]]:
+        """Titles or shopper-style queries, with each query's relevance rule (None: only its
+        own product answers it)."""
+        arrays, rules = [], []
+        for r in rows:
+            query = None
+            if self.rng.random() < self.p_query:
+                if not self.live_queries:
+                    arrays.append(self.cache.text(r, "query").astype(np.float32))
+                    rules.append(None)
+                    continue
+                query = shopper_query(self.cache.attributes[r], self.rng)
+            if query is None:
+                arrays.append(self.cache.text(r, "title").astype(np.float32))
+                rules.append(None)
+            else:
+                arrays.append(self.query_tokens([query])[0])
+                rules.append(query.match)
+        return Segment(*pad_tokens(arrays, TEXT_FEATURE_DIM), TEXT), rules
+
+    def query_tokens(self, queries: list[ShopperQuery]) -> list[np.ndarray]:
+        """Text-tower token states of live queries, remembered by text (queries repeat a lot)."""
+        missing = sorted({q.text for q in queries} - self._query_tokens.keys())
+        if missing:
+            if self._towers is None:
+                self._towers = Towers(device=self.device)
+            hidden, mask = self._towers.text.token_states(missing)
+            hidden = hidden.float().cpu().numpy().astype(np.float16)   # as stored in the cache
+            mask = mask.bool().cpu().numpy()
+            for i, text in enumerate(missing):
+                self._query_tokens[text] = hidden[i][mask[i]]
+        return [self._query_tokens[q.text].astype(np.float32) for q in queries]
+
+    def positives(self, rules: list[dict | None], cand_rows: np.ndarray) -> torch.Tensor:
+        """(Q, C) bool: query i's own product (candidate i) and every candidate meeting its rule."""
+        mask = torch.zeros(len(rules), len(cand_rows), dtype=torch.bool)
+        mask[torch.arange(len(rules)), torch.arange(len(rules))] = True
+        for i, rule in enumerate(rules):
+            if rule is not None:
+                for j, row in enumerate(cand_rows):
+                    if is_relevant(self.cache.attributes[row], rule):
+                        mask[i, j] = True
+        return mask
 
     def image_query(self, rows) -> Segment:
         return self._image(rows, expanded=self.coaug)
 
 
 def info_nce(queries, candidates, positives: torch.Tensor, temperature: float, blocked=None) -> torch.Tensor:
-    """Per-query InfoNCE; `blocked` (Q, C) marks candidates that are not negatives (same title)."""
+    """Per-query InfoNCE with one or more positives: -log(sum over positives / sum over all).
+
+    `positives` (Q, C) bool; with one positive per row this is the usual cross-entropy.
+    `blocked` (Q, C) marks candidates that are neither positives nor negatives (same title)."""
     logits = queries @ candidates.T / temperature
     if blocked is not None:
-        logits = logits.masked_fill(blocked, float("-inf"))
-    return nn.functional.cross_entropy(logits, positives, reduction="none")
+        logits = logits.masked_fill(blocked & ~positives, float("-inf"))
+    return torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~positives, float("-inf")), 1)
 
 
 def filter_weights(q, pos, neg, margin: float, kappa: float, tau: float) -> torch.Tensor:
@@ -127,21 +181,26 @@ def train_step(model: MoonLite, batcher: Batcher, rows: np.ndarray, config: dict
     title = torch.from_numpy(batcher.title_id[cand_rows]).to(device)
     blocked = title[None, :] == title[:b, None]          # same title: not a negative ...
     blocked[torch.arange(b), torch.arange(b)] = False    # ... except the positive itself
-    target = torch.arange(b, device=device)
+    own = torch.zeros(b, len(cand_rows), dtype=torch.bool, device=device)
+    own[torch.arange(b), torch.arange(b)] = True
 
+    text_query, rules = batcher.text_query(rows)
+    mm_text, _ = batcher.text_query(rows)      # the image names the product: one positive
     forms = {
-        "t2mm": [batcher.text_query(rows)],
-        "i2mm": [batcher.image_query(rows)],
-        "mm2mm": [batcher.text_query(rows), batcher.image_query(rows)],
+        "t2mm": ([text_query], batcher.positives(rules, cand_rows).to(device)),
+        "i2mm": ([batcher.image_query(rows)], own),
+        "mm2mm": ([mm_text, batcher.image_query(rows)], own),
     }
     has_image = torch.from_numpy(batcher.cache.has_image[rows]).to(device)
     margin = loss_cfg["margin"] * max(0.0, 1.0 - progress)
     losses, gates, parts = {}, {}, {}
-    for name, segments in forms.items():
+    for name, (segments, positive) in forms.items():
         q, g = embed(segments)
-        per_query = info_nce(q, candidates, target, loss_cfg["temperature"], blocked)
+        per_query = info_nce(q, candidates, positive, loss_cfg["temperature"], blocked)
         if comp["filtering"]:
-            per_query = per_query * filter_weights(q, pos_emb, neg_emb, margin, loss_cfg["kappa"], loss_cfg["tau"])
+            weight = filter_weights(q, pos_emb, neg_emb, margin, loss_cfg["kappa"], loss_cfg["tau"])
+            hard_is_positive = positive[torch.arange(b), torch.arange(b) + b]   # no triplet to judge
+            per_query = per_query * torch.where(hard_is_positive, torch.ones_like(weight), weight)
         valid = has_image if name != "t2mm" else torch.ones(b, dtype=torch.bool, device=device)
         losses[name] = per_query[valid].mean()
         gates[name] = g[valid]
@@ -149,7 +208,7 @@ def train_step(model: MoonLite, batcher: Batcher, rows: np.ndarray, config: dict
         image_only, g_i = embed([batcher._image(rows, expanded=False)])
         text_only, g_t = embed([batcher._text(rows, "product")])
         keep = has_image
-        pairs = torch.arange(int(keep.sum()), device=device)
+        pairs = torch.eye(int(keep.sum()), dtype=torch.bool, device=device)
         ti = info_nce(image_only[keep], text_only[keep], pairs, loss_cfg["intra_temperature"])
         it = info_nce(text_only[keep], image_only[keep], pairs, loss_cfg["intra_temperature"])
         losses["intra"] = (ti.mean() + it.mean()) / 2
@@ -194,6 +253,7 @@ def validate(model: MoonLite, batcher: Batcher, rows: np.ndarray) -> dict:
     titles = run(lambda r: [batcher._text(r, "title")])
     views = run(lambda r: [batcher._image(r, expanded=True)])
     images = run(lambda r: [batcher._image(r, expanded=False)])
+    shopper = shopper_precision(model, batcher, rows, products)
     batcher.coaug = saved
     model.train()
     target = torch.arange(len(rows))
@@ -202,7 +262,37 @@ def validate(model: MoonLite, batcher: Batcher, rows: np.ndarray) -> dict:
         return round(float(((queries @ candidates.T).argmax(1) == target).float().mean()), 4)
 
     return {"val title->mm hit@1": hit1(titles, products), "val view->mm hit@1": hit1(views, products),
-            "val title->image hit@1": hit1(titles, images)}
+            "val title->image hit@1": hit1(titles, images), "val shopper P@10": shopper}
+
+
+def shopper_precision(model: MoonLite, batcher: Batcher, rows: np.ndarray, products: torch.Tensor) -> float:
+    """The shopper protocol on held-out train products: one attribute query per product (a fixed
+    seed, duplicates merged), relevant = products meeting its rule; precision of the top 10,
+    out of at most the number of relevant products (a small pool has few of each)."""
+    rng = random.Random(0)
+    unique = {}
+    for row in rows:
+        query = shopper_query(batcher.cache.attributes[row], rng)
+        if query is not None:
+            unique.setdefault((query.text, json.dumps(query.match, sort_keys=True)), query)
+    queries = list(unique.values())
+    if not queries:
+        return 0.0
+    device = next(model.parameters()).device
+    embedded = []
+    for i in range(0, len(queries), 256):
+        tokens = batcher.query_tokens(queries[i:i + 256])
+        embedded.append(model([Segment(*pad_tokens(tokens, TEXT_FEATURE_DIM), TEXT).to(device)])[0].float().cpu())
+    relevant = torch.tensor([[is_relevant(batcher.cache.attributes[r], q.match) for r in rows] for q in queries])
+    return round(capped_precision(torch.cat(embedded) @ products.T, relevant, 10), 4)
+
+
+def capped_precision(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> float:
+    """Mean over queries of (relevant in the top k) / min(k, number relevant): 1.0 means every
+    query got as many right answers as it could, whatever the pool size."""
+    top = scores.topk(min(k, scores.shape[1]), dim=1).indices
+    hits = relevant.gather(1, top).sum(1).float()
+    return float((hits / relevant.sum(1).clamp(min=1, max=top.shape[1])).mean())
 
 
 def _checkpoint_path(out: Path) -> Path:
@@ -225,7 +315,7 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
     cache = build_token_cache(Path(catalog), {**config["augment"], "seed": seed}, cache_dir, limit=limit, device=device)
     cache_seconds = time.time() - started
     rng = random.Random(seed)
-    batcher = Batcher(cache, config, rng)
+    batcher = Batcher(cache, config, rng, device=device)
     train_rows, val_rows = split_train_val(len(cache), config["data"]["val_fraction"], seed)
     train_rows = train_rows[cache.has_image[train_rows]]
 
