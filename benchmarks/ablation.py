@@ -38,9 +38,10 @@ def train_variant(variant: str, data: Path, epochs: int, runs_dir: Path) -> tupl
 
     out = runs_dir / f"{variant}-e{epochs}"
     weights = out.with_suffix(".safetensors")
-    if not weights.exists():
-        config = load_config(variant)
-        config["optim"]["epochs"] = epochs
+    config = load_config(variant)
+    config["optim"]["epochs"] = epochs
+    saved = out.with_suffix(".json")
+    if not weights.exists() or json.loads(saved.read_text()).get("training") != config:   # configs change
         train_moon(data, config, out)
     return weights, json.loads(out.with_suffix(".report.json").read_text())
 
@@ -68,8 +69,12 @@ def ablation_table(rows: list[dict], epochs: int) -> str:
              "seed 0) and scored by the `myntra` protocol (benchmarks/README.md). The lower rows are "
              "the shipped models and text references from `moonsearch eval myntra`.", "",
              results_table(named)]
-    lines += ["| variant | training wall time (s) |", "|---|---|"]
-    lines += [f"| {r['encoder']} | {r['training_seconds']} |" for r in rows if r.get("training_seconds")]
+    lines += ["Validation on held-out *train* products (the numbers to choose by; see benchmarks/README.md):", "",
+              "| variant | training wall time (s) | val shopper P@10 | val title->mm hit@1 | val view->mm hit@1 |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {r['encoder']} | {r['training_seconds']} | " + " | ".join(
+              str(r.get("validation", {}).get(k, "")) for k in ("val shopper P@10", "val title->mm hit@1", "val view->mm hit@1"))
+              + " |" for r in rows if r.get("training_seconds")]
     return "\n".join(lines) + "\n"
 
 
@@ -92,7 +97,8 @@ def main() -> None:
     for variant in args.variants:
         weights, report = train_variant(variant, args.data, args.epochs, args.runs_dir)
         result = evaluate_variant(variant, weights, args.data, args.queries, memo)
-        result.update(encoder=variant, budget={"epochs": args.epochs}, training_seconds=report["wall_seconds"]["total"])
+        result.update(encoder=variant, budget={"epochs": args.epochs}, training_seconds=report["wall_seconds"]["total"],
+                      validation={k: v for k, v in report["history"][-1].items() if k.startswith("val ")})
         write_result(result, args.results_dir / "ablation")
         print(f"{variant}: {json.dumps(result['metrics'].get('shopper'))}", flush=True)
         rows.append({**result, "label": f"{WHAT_IS_OFF[variant]}, {args.epochs} ep"})

@@ -36,7 +36,8 @@ def test_ablation_table_keeps_the_given_order_and_labels_each_row():
     spec = importlib.util.spec_from_file_location("ablation", REPO / "benchmarks" / "ablation.py")
     ablation = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ablation)
-    rows = [{**result("moon-lite-no-moe", 0.7, r1=0.3), "label": "w/o MoE, 1 ep", "training_seconds": 600.0},
+    rows = [{**result("moon-lite-no-moe", 0.7, r1=0.3), "label": "w/o MoE, 1 ep", "training_seconds": 600.0,
+             "validation": {"val shopper P@10": 0.91, "val title->mm hit@1": 0.95, "val view->mm hit@1": 0.7}},
             {**result("moon-lite", 0.8, r1=0.2), "label": "full model, 1 ep", "training_seconds": 610.0},
             {**result("bm25-title", 0.6), "label": "reference"}]
     lines = ablation.ablation_table(rows, epochs=1).splitlines()
@@ -44,8 +45,10 @@ def test_ablation_table_keeps_the_given_order_and_labels_each_row():
     assert body[:3] == ["| moon-lite-no-moe (w/o MoE, 1 ep) | 0.300 | 0.300 | 0.700 | 0.700 |",
                         "| moon-lite (full model, 1 ep) | 0.200 | 0.200 | 0.800 | 0.800 |",
                         "| bm25-title (reference) | - | - | 0.600 | 0.600 |"]
-    costs = lines[lines.index("| variant | training wall time (s) |"):]
-    assert costs[2:] == ["| moon-lite-no-moe | 600.0 |", "| moon-lite | 610.0 |"]   # references train nothing
+    header = "| variant | training wall time (s) | val shopper P@10 | val title->mm hit@1 | val view->mm hit@1 |"
+    costs = lines[lines.index(header):]
+    assert costs[2:] == ["| moon-lite-no-moe | 600.0 | 0.91 | 0.95 | 0.7 |",
+                         "| moon-lite | 610.0 |  |  |  |"]   # references train nothing; no validation: blank
 
 
 def test_floors(tmp_path):
