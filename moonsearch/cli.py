@@ -218,8 +218,10 @@ def train(
 
 @app.command(name="eval")
 def evaluate(
-    protocol: str = typer.Argument(..., help="myntra | mbe2 | m5product | fashion200k | shopper (an index's ranking)."),
-    encoders: List[str] = typer.Option(["default"], "--encoder", help="default, baseline, minilm-title, bm25-title; repeatable."),
+    protocol: str = typer.Argument(..., help="myntra | myntra-val (held-out train products: choose models here) | "
+                                   "mbe2 | m5product | fashion200k | shopper (an index's ranking)."),
+    encoders: List[str] = typer.Option(["default"], "--encoder", help="default, baseline, minilm-title, bm25-title, "
+                                       "or a trained .safetensors file; repeatable."),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder [myntra: ../shared/data/myntra]."),
     queries: Path = typer.Option(Path("../shared/data/queries/shopper_queries.jsonl"), "--queries"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N items (quick runs)."),
@@ -240,14 +242,17 @@ def evaluate(
         result = evaluate_shopper_queries(ProductIndex.open(index_path or default_index(), device=device), queries)
         out_console.print_json(data=result) if as_json else out_console.print(result)
         return
-    data = data or (Path("../shared/data/myntra") if protocol == "myntra" else None)
+    data = data or (Path("../shared/data/myntra") if protocol in ("myntra", "myntra-val") else None)
     if data is None:
         raise MoonsearchError(f"{protocol}: pass --data PATH (the dataset's official layout on disk)")
+    from moonsearch.encoder.moon import TowerTokenMemo
+
     failures = []
+    memo = TowerTokenMemo() if len(encoders) > 1 else None
     for name in encoders:
         console.print(f"evaluating [bold]{name}[/] on {protocol} ({data})")
         result = run_protocol(protocol, name, data, limit=limit, queries=queries,
-                              device=placement_for(device, "flat").encoder)
+                              device=placement_for(device, "flat").encoder, memo=memo)
         if limit is None:
             path = write_result(result, results_dir)
             console.print(f"wrote {path}")

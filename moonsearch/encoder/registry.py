@@ -32,6 +32,8 @@ def load_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu", weights: Path
         from moonsearch.encoder.mllm import MLLMEncoder
 
         return MLLMEncoder.load(folder, device=device)
+    if name.endswith(".safetensors"):   # weights written by `moonsearch train`, named by path
+        weights, name = Path(name), _trained_encoder_kind(Path(name))
     path = Path(weights) if weights else weights_path(name)
     if not path.exists():
         known = ", ".join(available_encoders()) or "none"
@@ -45,3 +47,16 @@ def load_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu", weights: Path
 
         return MoonEncoder.load(path, device=device)
     raise MoonsearchError(f"unknown encoder '{name}' (known: baseline, moon-lite)")
+
+
+def _trained_encoder_kind(weights: Path) -> str:
+    """`moon-lite` or `baseline`, from the config `moonsearch train` saved beside the weights."""
+    config = weights.with_suffix(".json")
+    if not weights.is_file() or not config.is_file():
+        raise MoonsearchError(f"no trained weights with their config at {weights} (and {config.name})")
+    import json
+
+    kind = json.loads(config.read_text()).get("training", {}).get("encoder")
+    if kind not in ("moon-lite", "baseline"):
+        raise MoonsearchError(f"{config} does not name a moon-lite or baseline encoder")
+    return kind

@@ -14,7 +14,7 @@ from pathlib import Path
 from moonsearch.errors import MoonsearchError
 from moonsearch.eval.references import load_system
 
-PROTOCOLS = ("myntra", "mbe2", "m5product", "fashion200k")
+PROTOCOLS = ("myntra", "myntra-val", "mbe2", "m5product", "fashion200k")
 TASK_ORDER = ("t2mm", "i2mm", "mm2mm", "t2i", "i2t", "classification", "attribute", "shopper")
 TABLE_METRICS = {
     "t2mm": ("R@1", "R@10"), "i2mm": ("R@1", "R@10"), "mm2mm": ("P@10", "mAP@10"),
@@ -24,18 +24,26 @@ TABLE_METRICS = {
 
 
 def run_protocol(protocol: str, system_name: str, data: Path, limit: int | None = None,
-                 queries: Path | None = None, device: str = "cpu") -> dict:
+                 queries: Path | None = None, device: str = "cpu", memo=None) -> dict:
+    """`memo`: a TowerTokenMemo shared by the moon-lite encoders of one run (their towers are
+    the same frozen networks, so each input goes through them once)."""
     if protocol not in PROTOCOLS:
         raise MoonsearchError(f"unknown protocol '{protocol}' (choose from {', '.join(PROTOCOLS)})")
     data = Path(data)
     if not data.exists():
         raise MoonsearchError(f"no data at {data} (these datasets cannot be downloaded here; pass --data PATH)")
     system = load_system(system_name, device=device)
+    if memo is not None and hasattr(system.encoder, "memo"):
+        system.encoder.memo = memo
     started = time.time()
     if protocol == "myntra":
         from moonsearch.eval.protocols import myntra
 
         result = myntra.run(system, data, queries_path=queries, limit=limit)
+    elif protocol == "myntra-val":
+        from moonsearch.eval.protocols import myntra
+
+        result = myntra.run_validation(system, data, **({"size": limit} if limit else {}))
     else:
         if system.encoder is None or not system.sees_images:
             raise MoonsearchError(f"{protocol} needs an image+text encoder; '{system_name}' is text-only")
@@ -49,7 +57,9 @@ def run_protocol(protocol: str, system_name: str, data: Path, limit: int | None 
                   "metrics": {k: v for k, v in result.items() if k != "counts"},
                   "counts": result.get("counts", {})}
     result["seconds"] = round(time.time() - started, 1)
-    if system_name not in ("default", ""):
+    if system_name.endswith(".safetensors"):   # a trained model's file: named by its stem
+        result["encoder"] = Path(system_name).stem
+    elif system_name not in ("default", ""):
         result["encoder"] = system_name
     return result
 

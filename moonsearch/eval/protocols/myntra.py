@@ -11,10 +11,14 @@ Derivations (documented in benchmarks/README.md):
 - classification: nearest articleType name; attribute: nearest baseColour name, and nearest
   Pattern value (products that have one); `acc` is the mean of the two.
 - shopper: the 50 shopper queries, P@10, nDCG@10 (binary gain), R@100 over test products.
+
+`myntra-val` runs the same tasks on held-out *train* products with attribute-written shopper
+queries (`run_validation`): the numbers to choose a model or a setting by.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,6 +33,8 @@ from moonsearch.eval.retrieval import category_precision, embed, retrieval_recal
 from moonsearch.eval.shopper import is_relevant, load_queries
 
 SPLIT = "test"
+VALIDATION_SKIP = 20000   # the training configs' data.limit: train products after these are unseen
+VALIDATION_SIZE = 4500    # about the size of the test split
 MM2MM_KS = (1, 5, 10, 50, 100)
 RECALL_KS = (1, 5, 10)
 
@@ -110,6 +116,43 @@ def run(system: System, root: Path, queries_path: Path | None = None, limit: int
     """Every task the system can do on the real catalog's test split."""
     products = load_split(Path(root), limit=limit)
     queries = load_queries(queries_path) if queries_path and Path(queries_path).exists() else []
+    return run_products(system, products, queries)
+
+
+def run_validation(system: System, root: Path, skip: int = VALIDATION_SKIP, size: int = VALIDATION_SIZE,
+                   query_count: int = 100) -> dict:
+    """The same tasks on held-out *train* products, to choose models by without touching `test`.
+
+    The products are train-split products after the first `skip` (a model trained with
+    `data.limit` = `skip`, as the shipped configs are, never saw them); the shopper queries are
+    written from their attributes by the trainer's query writer, each with its relevance rule,
+    keeping rules that at least 10 products meet (as a real shopper query has many answers)."""
+    products = load_split(Path(root), split="train", limit=skip + size)[skip:]
+    if len(products) < 50:
+        raise MoonsearchError(f"only {len(products)} train products after the first {skip}: too few to validate on")
+    result = run_products(system, products, attribute_queries(products, query_count))
+    return {**result, "dataset": "myntra-val"}
+
+
+def attribute_queries(products, count: int, min_relevant: int = 10, seed: int = 0) -> list[dict]:
+    """Up to `count` distinct shopper-style queries with rules, drawn from the products' attributes."""
+    import random
+
+    from moonsearch.train.augment import shopper_query
+
+    rng = random.Random(seed)
+    by_rule: dict[str, dict] = {}
+    for product in products:
+        query = shopper_query(product.attributes, rng)
+        if query is not None:
+            by_rule.setdefault(json.dumps(query.match, sort_keys=True), {"query": query.text, "match": query.match})
+    candidates = [q for q in by_rule.values()
+                  if sum(is_relevant(p.attributes, q["match"]) for p in products) >= min_relevant]
+    return random.Random(seed).sample(candidates, min(count, len(candidates)))
+
+
+def run_products(system: System, products: list, queries: list[dict]) -> dict:
+    """Every task the system can do on these products (and shopper queries, when given)."""
     counts = {"products": len(products), "with_image": sum(1 for p in products if p.images),
               "shopper_queries": len(queries)}
     if system.encoder is None:
@@ -158,7 +201,9 @@ def run(system: System, root: Path, queries_path: Path | None = None, limit: int
     metrics["classification"] = {"acc": _label_task(system, products_mm, types)}
     colour = _label_task(system, products_mm, [_attribute(p, "baseColour") for p in products])
     pattern = _label_task(system, products_mm, [_attribute(p, "attributes.Pattern") for p in products])
-    metrics["attribute"] = {"acc": round((colour + pattern) / 2, 4), "acc:baseColour": colour, "acc:Pattern": pattern}
+    known = [a for a in (colour, pattern) if a is not None]   # a catalog may lack Pattern (or colour)
+    if known:
+        metrics["attribute"] = {"acc": round(sum(known) / len(known), 4), "acc:baseColour": colour, "acc:Pattern": pattern}
     if queries:
         query_vectors = embed(encoder, [q["query"] for q in queries], [None] * len(queries))
         order = np.argsort(-(query_vectors @ products_mm.T), axis=1, kind="stable")[:, :100]

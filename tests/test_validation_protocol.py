@@ -1,0 +1,60 @@
+"""`myntra-val`: the myntra tasks on held-out train products, with attribute-written queries."""
+
+import shutil
+
+import pytest
+from conftest import make_tiny_catalog, tiny_records
+
+from moonsearch.errors import MoonsearchError
+from moonsearch.eval.protocols.myntra import attribute_queries, load_split, run_validation
+from moonsearch.eval.references import System
+from moonsearch.eval.shopper import is_relevant
+
+
+@pytest.fixture(scope="module")
+def split_catalog(tmp_path_factory):
+    records = tiny_records(120)
+    for i, r in enumerate(records):
+        r["split"] = "test" if i % 3 == 0 else "train"     # 80 train, 40 test, interleaved
+    return make_tiny_catalog(tmp_path_factory.mktemp("split-catalog"), records)
+
+
+def test_validation_uses_only_train_products_after_the_training_slice(split_catalog, encoder):
+    train = load_split(split_catalog, split="train")
+    assert len(train) == 80
+    result = run_validation(System("baseline", encoder), split_catalog, skip=10, size=60, query_count=20)
+    assert result["dataset"] == "myntra-val"
+    assert result["counts"]["products"] == 60                  # train products 11..70, no test product
+    assert result["counts"]["shopper_queries"] > 0
+    shopper = result["metrics"]["shopper"]
+    assert 0.0 <= shopper["P@10"] <= 1.0 and 0.0 < shopper["R@100"] <= 1.0   # every query has answers
+    assert set(result["metrics"]) >= {"t2mm", "i2mm", "mm2mm", "shopper"}
+    attribute = result["metrics"]["attribute"]          # no product has a Pattern: colour alone
+    assert attribute["acc:Pattern"] is None and attribute["acc"] == attribute["acc:baseColour"]
+
+
+def test_attribute_queries_have_many_answers_and_distinct_rules(split_catalog):
+    products = load_split(split_catalog, split="train")
+    queries = attribute_queries(products, count=50, min_relevant=10)
+    assert queries and queries == attribute_queries(products, count=50, min_relevant=10)   # seeded
+    assert len({str(sorted(q["match"].items())) for q in queries}) == len(queries)
+    for q in queries:
+        assert sum(is_relevant(p.attributes, q["match"]) for p in products) >= 10
+    assert attribute_queries(products, count=50, min_relevant=1000) == []
+
+
+def test_too_few_held_out_products_is_a_clear_error(split_catalog, encoder):
+    with pytest.raises(MoonsearchError, match="too few"):
+        run_validation(System("baseline", encoder), split_catalog, skip=70)
+
+
+def test_a_trained_weights_file_loads_as_its_encoder(tmp_path):
+    from moonsearch.encoder.registry import load_encoder, weights_path
+
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(weights_path("baseline").with_suffix(suffix), tmp_path / f"mine{suffix}")
+    encoder = load_encoder(str(tmp_path / "mine.safetensors"))
+    assert encoder.name == "baseline"
+    (tmp_path / "mine.json").unlink()
+    with pytest.raises(MoonsearchError, match="config"):
+        load_encoder(str(tmp_path / "mine.safetensors"))
