@@ -184,3 +184,21 @@ def test_capped_precision_counts_right_answers_out_of_what_was_possible():
     relevant = torch.tensor([[True, False, True, False], [False, False, False, True]])
     # query 0: top 2 = {0, 1}, one of its 2 relevant; query 1: its single relevant is ranked first
     assert capped_precision(scores, relevant, 2) == (0.5 + 1.0) / 2
+
+
+def test_filter_weights_skip_relevant_negatives_and_focus_keeps_the_batch_scale():
+    from moonsearch.train.moon import triplet_weights
+
+    q = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    pos = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.0, 1.0]])   # s_qp 1, 0.6, 0, 0
+    neg = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])   # s_qn 0, 0, 1, 1
+    relevant = torch.tensor([False, False, False, True])
+    valid = torch.ones(4, dtype=torch.bool)
+    cfg = {"kappa": 10.0, "tau": 0.6}
+    plain = triplet_weights(q, pos, neg, relevant, valid, 0.2, cfg)
+    assert plain[0] == 1.0 and plain[1] == 1.0              # confident triplets keep full weight
+    assert plain[2] < 0.01                                  # negative far closer than positive
+    assert plain[3] == 1.0                                  # ... unless that negative is relevant
+    focused = triplet_weights(q, pos, neg, relevant, valid, 0.2, {**cfg, "filter_focus": True})
+    assert torch.allclose(focused.mean(), torch.tensor(1.0))
+    assert torch.allclose(focused / focused[0], plain / plain[0])   # same focus, batch scale kept

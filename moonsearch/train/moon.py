@@ -12,7 +12,10 @@ expanded view of its photo) and image+text. Losses:
 - intra-product InfoNCE between each product's image-only and text-only embeddings;
 - L_aux (router load balance) and L_sparsity (entropy of W*'s rows);
 - dynamic sample filtering: phi = sigmoid(kappa (s_qp - s_qn - m)); queries with phi < tau are
-  down-weighted to phi, and the margin m decays linearly to 0 over training.
+  down-weighted to phi, and the margin m decays linearly to 0 over training. With
+  `loss.filter_focus` the weights are divided by their batch mean: the filter then moves the
+  batch's focus between confident and hard triplets without also shrinking every step (early
+  on, nearly every phi is below tau, so plain down-weighting acts as a much smaller lr).
 """
 
 from __future__ import annotations
@@ -166,6 +169,16 @@ def filter_weights(q, pos, neg, margin: float, kappa: float, tau: float) -> torc
     return torch.where(phi >= tau, torch.ones_like(phi), phi).detach()
 
 
+def triplet_weights(q, pos, neg, hard_is_positive, valid, margin: float, loss_cfg: dict) -> torch.Tensor:
+    """Per-query weights of the filter; 1 where the hard negative is itself relevant; divided by
+    the batch mean over `valid` queries when `filter_focus` is on."""
+    weight = filter_weights(q, pos, neg, margin, loss_cfg["kappa"], loss_cfg["tau"])
+    weight = torch.where(hard_is_positive, torch.ones_like(weight), weight)
+    if loss_cfg.get("filter_focus"):
+        weight = weight / weight[valid].mean().clamp(min=1e-6)
+    return weight
+
+
 def train_step(model: MoonLite, batcher: Batcher, rows: np.ndarray, config: dict, progress: float):
     comp, loss_cfg = config["components"], config["loss"]
     device = next(model.parameters()).device
@@ -197,11 +210,10 @@ def train_step(model: MoonLite, batcher: Batcher, rows: np.ndarray, config: dict
     for name, (segments, positive) in forms.items():
         q, g = embed(segments)
         per_query = info_nce(q, candidates, positive, loss_cfg["temperature"], blocked)
-        if comp["filtering"]:
-            weight = filter_weights(q, pos_emb, neg_emb, margin, loss_cfg["kappa"], loss_cfg["tau"])
-            hard_is_positive = positive[torch.arange(b), torch.arange(b) + b]   # no triplet to judge
-            per_query = per_query * torch.where(hard_is_positive, torch.ones_like(weight), weight)
         valid = has_image if name != "t2mm" else torch.ones(b, dtype=torch.bool, device=device)
+        if comp["filtering"]:
+            hard_is_positive = positive[torch.arange(b), torch.arange(b) + b]   # no triplet to judge
+            per_query = per_query * triplet_weights(q, pos_emb, neg_emb, hard_is_positive, valid, margin, loss_cfg)
         losses[name] = per_query[valid].mean()
         gates[name] = g[valid]
     if comp["dual_level"]:
