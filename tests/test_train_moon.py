@@ -77,3 +77,12 @@ def test_training_on_the_test_split_is_refused(catalog, tmp_path):
     config["augment"]["split"] = "test"
     with pytest.raises(MoonsearchError, match="test"):
         train_moon(catalog, config, tmp_path / "nope", cache_dir=tmp_path / "cache")
+
+
+def test_a_trained_models_saved_config_is_a_training_config():
+    from moonsearch.encoder.registry import weights_path
+
+    saved = load_config(weights_path("moon-lite").with_suffix(".json"))
+    assert saved == json.loads(weights_path("moon-lite").with_suffix(".json").read_text())["training"]
+    assert saved["encoder"] == "moon-lite" and {"model", "optim", "loss", "components"} <= set(saved)
+    assert load_config("moon-lite")["name"] == "moon-lite"      # plain configs load as they are

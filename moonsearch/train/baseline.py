@@ -25,10 +25,13 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 def load_config(path: Path | str) -> dict:
+    """A config by name (moonsearch/train/configs), a config file, or the `<model>.json` that
+    `moonsearch train` saved beside trained weights (its `training` part: retrain that model)."""
     path = Path(path)
     if not path.exists() and (CONFIG_DIR / f"{path}.json").exists():
         path = CONFIG_DIR / f"{path}.json"
-    return json.loads(path.read_text())
+    config = json.loads(path.read_text())
+    return config["training"] if isinstance(config.get("training"), dict) and "model" in config else config
 
 
 def info_nce(queries: torch.Tensor, keys: torch.Tensor, inv_temperature: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from moonsearch.encoder.mllm import MoonMLLM, Part, _read_config, load_backbone,
 from moonsearch.encoder.text import product_text
 from moonsearch.errors import MoonsearchError
 from moonsearch.progress import console, progress_bar
-from moonsearch.train.augment import VARIANTS, consistent_rows, expand_image, make_enricher, shopper_queries
+from moonsearch.train.augment import VARIANTS, consistent_rows, expand_image, make_enricher, shopper_query
 from moonsearch.train.baseline import split_train_val
 from moonsearch.train.features import check_split
 from moonsearch.train.moon import Batcher, train_step, validate
@@ -166,12 +166,17 @@ class MLLMBatcher(Batcher):
                                         and self.rng.random() < self.p_expanded else None for r in rows]))
         return parts
 
-    def text_query(self, rows) -> Part:
-        items = []
+    def text_query(self, rows) -> tuple[Part, list[dict | None]]:
+        """Titles or fresh shopper-style queries (raw text: no token cache to keep), with rules."""
+        items, rules = [], []
         for r in rows:
-            query = shopper_queries(self.cache.attributes[r], self.rng) if self.rng.random() < self.p_query else []
-            items.append(query[0] if query else self.cache.titles[r])
-        return Part("text", items)
+            query = shopper_query(self.cache.attributes[r], self.rng) if self.rng.random() < self.p_query else None
+            items.append(query.text if query else self.cache.titles[r])
+            rules.append(query.match if query else None)
+        return Part("text", items), rules
+
+    def query_input(self, queries) -> list[Part]:
+        return [Part("text", [q.text for q in queries])]
 
     def image_query(self, rows) -> Part:
         return self._image(rows, expanded=self.coaug)

@@ -137,6 +137,10 @@ class Batcher:
                 self._query_tokens[text] = hidden[i][mask[i]]
         return [self._query_tokens[q.text].astype(np.float32) for q in queries]
 
+    def query_input(self, queries: list[ShopperQuery]) -> list[Segment]:
+        """What the model reads for these shopper queries (text tokens from the tower)."""
+        return [Segment(*pad_tokens(self.query_tokens(queries), TEXT_FEATURE_DIM), TEXT)]
+
     def positives(self, rules: list[dict | None], cand_rows: np.ndarray) -> torch.Tensor:
         """(Q, C) bool: query i's own product (candidate i) and every candidate meeting its rule."""
         mask = torch.zeros(len(rules), len(cand_rows), dtype=torch.bool)
@@ -293,8 +297,7 @@ def shopper_precision(model: MoonLite, batcher: Batcher, rows: np.ndarray, produ
     device = next(model.parameters()).device
     embedded = []
     for i in range(0, len(queries), 256):
-        tokens = batcher.query_tokens(queries[i:i + 256])
-        embedded.append(model([Segment(*pad_tokens(tokens, TEXT_FEATURE_DIM), TEXT).to(device)])[0].float().cpu())
+        embedded.append(model([s.to(device) for s in batcher.query_input(queries[i:i + 256])])[0].float().cpu())
     relevant = torch.tensor([[is_relevant(batcher.cache.attributes[r], q.match) for r in rows] for q in queries])
     return round(capped_precision(torch.cat(embedded) @ products.T, relevant, 10), 4)
 
