@@ -78,6 +78,21 @@ def ablation_table(rows: list[dict], epochs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shipped_label(name: str) -> str:
+    """"reference" for the text baselines; for moon-lite, what the shipped weights were trained with."""
+    if name in ("bm25-title", "minilm-title"):
+        return "reference"
+    if name != "moon-lite":
+        return "shipped"
+    from moonsearch.encoder.registry import weights_path
+
+    training = json.loads(weights_path(name).with_suffix(".json").read_text())["training"]
+    off = [WHAT_IS_OFF[f"moon-lite-no-{short}"].split(" (")[0] for short, key in
+           (("moe", "moe"), ("dual", "dual_level"), ("coaug", "co_augmentation"), ("filter", "filtering"))
+           if not training["components"][key]]
+    return ", ".join(["shipped", *off, f"{training['optim']['epochs']} ep"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/myntra")
@@ -86,6 +101,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--runs-dir", type=Path, default=Path.home() / ".cache/moonsearch/runs/ablation")
     parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks/results")
+    parser.add_argument("--table-only", action="store_true",
+                        help="Rebuild ablation.md from the variants' results already written (no training).")
     args = parser.parse_args()
 
     from moonsearch.encoder.moon import TowerTokenMemo
@@ -95,6 +112,15 @@ def main() -> None:
     memo = TowerTokenMemo()
     rows = []
     for variant in args.variants:
+        if args.table_only:
+            result = json.loads((args.results_dir / "ablation" / f"myntra-{variant}.json").read_text())
+            epochs = result["budget"]["epochs"]
+            report = args.runs_dir / f"{variant}-e{epochs}.report.json"
+            if report.exists() and "validation" not in result:
+                last = json.loads(report.read_text())["history"][-1]
+                result["validation"] = {k: v for k, v in last.items() if k.startswith("val ")}
+            rows.append({**result, "label": f"{WHAT_IS_OFF[variant]}, {epochs} ep"})
+            continue
         weights, report = train_variant(variant, args.data, args.epochs, args.runs_dir)
         result = evaluate_variant(variant, weights, args.data, args.queries, memo)
         result.update(encoder=variant, budget={"epochs": args.epochs}, training_seconds=report["wall_seconds"]["total"],
@@ -105,8 +131,7 @@ def main() -> None:
     for name in REFERENCES:
         path = args.results_dir / f"myntra-{name}.json"
         if path.exists():
-            rows.append({**json.loads(path.read_text()), "label": "shipped" if "bm25" not in name and "minilm" not in name
-                         else "reference"})
+            rows.append({**json.loads(path.read_text()), "label": shipped_label(name)})
     table = args.results_dir / "ablation.md"
     table.write_text(ablation_table(rows, args.epochs))
     print(f"wrote {table}")
