@@ -29,6 +29,8 @@ WHAT_IS_OFF = {
     "moon-lite-no-coaug": "w/o co-augmentation (no T+, no visual expansion)",
     "moon-lite-no-filter": "w/o dynamic sample filtering",
 }
+VARIANT_OF = {"moe": "moon-lite-no-moe", "dual_level": "moon-lite-no-dual",   # component -> variant without it
+              "co_augmentation": "moon-lite-no-coaug", "filtering": "moon-lite-no-filter"}
 REFERENCES = ("moon-lite", "baseline", "minilm-title", "bm25-title")
 
 
@@ -78,6 +80,11 @@ def ablation_table(rows: list[dict], epochs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def last_validation(report: dict) -> dict:
+    """The held-out train figures of a training report's last epoch."""
+    return {k: v for k, v in report["history"][-1].items() if k.startswith("val ")}
+
+
 def shipped_label(name: str) -> str:
     """"reference" for the text baselines; for moon-lite, what the shipped weights were trained with."""
     if name in ("bm25-title", "minilm-title"):
@@ -87,9 +94,7 @@ def shipped_label(name: str) -> str:
     from moonsearch.encoder.registry import weights_path
 
     training = json.loads(weights_path(name).with_suffix(".json").read_text())["training"]
-    off = [WHAT_IS_OFF[f"moon-lite-no-{short}"].split(" (")[0] for short, key in
-           (("moe", "moe"), ("dual", "dual_level"), ("coaug", "co_augmentation"), ("filter", "filtering"))
-           if not training["components"][key]]
+    off = [WHAT_IS_OFF[VARIANT_OF[key]].split(" (")[0] for key, on in training["components"].items() if not on]
     return ", ".join(["shipped", *off, f"{training['optim']['epochs']} ep"])
 
 
@@ -117,14 +122,13 @@ def main() -> None:
             epochs = result["budget"]["epochs"]
             report = args.runs_dir / f"{variant}-e{epochs}.report.json"
             if report.exists() and "validation" not in result:
-                last = json.loads(report.read_text())["history"][-1]
-                result["validation"] = {k: v for k, v in last.items() if k.startswith("val ")}
+                result["validation"] = last_validation(json.loads(report.read_text()))
             rows.append({**result, "label": f"{WHAT_IS_OFF[variant]}, {epochs} ep"})
             continue
         weights, report = train_variant(variant, args.data, args.epochs, args.runs_dir)
         result = evaluate_variant(variant, weights, args.data, args.queries, memo)
         result.update(encoder=variant, budget={"epochs": args.epochs}, training_seconds=report["wall_seconds"]["total"],
-                      validation={k: v for k, v in report["history"][-1].items() if k.startswith("val ")})
+                      validation=last_validation(report))
         write_result(result, args.results_dir / "ablation")
         print(f"{variant}: {json.dumps(result['metrics'].get('shopper'))}", flush=True)
         rows.append({**result, "label": f"{WHAT_IS_OFF[variant]}, {args.epochs} ep"})

@@ -49,6 +49,7 @@ def load_query_image(image: Image.Image | str | Path) -> Image.Image:
     except ImageError as exc:
         raise MoonsearchError(f"cannot use query image {image}: {exc.reason}") from None
 
+
 class ProductIndex:
     """An index folder opened for search; the encoder loads on first use."""
 

@@ -181,11 +181,9 @@ def _shopper_options(attributes: Mapping[str, Any], rng: random.Random) -> list[
     if not category:
         return []
     noun = singular(category) if rng.random() < 0.5 else category.lower()
-    base = {_rule_field(attributes, category_key): [str(attributes.get(category_key) or category)]}
 
     def rule(*keys: str) -> dict:
-        extra = {_rule_field(attributes, k): [str(_raw(attributes, k))] for k in keys}
-        return {**base, **extra}
+        return {_rule_field(attributes, k): [str(_raw(attributes, k))] for k in (category_key, *keys)}
 
     options = []
     for key in ("baseColour", "gender", "Pattern", "usage", "brand", "Fabric", "Sleeve Length", "Fit"):
@@ -195,7 +193,7 @@ def _shopper_options(attributes: Mapping[str, Any], rng: random.Random) -> list[
     colour, gender = _value(attributes, "baseColour"), _value(attributes, "gender")
     if colour and gender:
         options.append(ShopperQuery(f"{gender.lower()} {colour.lower()} {noun}", rule("gender", "baseColour")))
-    options.append(ShopperQuery(noun, base))
+    options.append(ShopperQuery(noun, rule()))
     return options
 
 

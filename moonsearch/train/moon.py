@@ -38,7 +38,7 @@ from moonsearch.progress import console, progress_bar
 from moonsearch.train.augment import ShopperQuery, shopper_query
 from moonsearch.train.baseline import split_train_val
 from moonsearch.train.report import save_training_outputs
-from moonsearch.train.token_cache import TokenCache, build_token_cache
+from moonsearch.train.token_cache import TokenCache, build_token_cache, text_token_arrays
 
 
 class Batcher:
@@ -107,21 +107,18 @@ class Batcher:
     def text_query(self, rows) -> tuple[Segment, list[dict | None]]:
         """Titles or shopper-style queries, with each query's relevance rule (None: only its
         own product answers it)."""
-        arrays, rules = [], []
+        picks: list[ShopperQuery | str] = []     # a live query, or the cached field to read
         for r in rows:
-            query = None
-            if self.rng.random() < self.p_query:
-                if not self.live_queries:
-                    arrays.append(self.cache.text(r, "query").astype(np.float32))
-                    rules.append(None)
-                    continue
-                query = shopper_query(self.cache.attributes[r], self.rng)
-            if query is None:
-                arrays.append(self.cache.text(r, "title").astype(np.float32))
-                rules.append(None)
+            if self.rng.random() >= self.p_query:
+                picks.append("title")
+            elif not self.live_queries:
+                picks.append("query")
             else:
-                arrays.append(self.query_tokens([query])[0])
-                rules.append(query.match)
+                picks.append(shopper_query(self.cache.attributes[r], self.rng) or "title")
+        live = iter(self.query_tokens([p for p in picks if isinstance(p, ShopperQuery)]))
+        arrays = [next(live) if isinstance(p, ShopperQuery) else self.cache.text(r, p).astype(np.float32)
+                  for r, p in zip(rows, picks)]
+        rules = [p.match if isinstance(p, ShopperQuery) else None for p in picks]
         return Segment(*pad_tokens(arrays, TEXT_FEATURE_DIM), TEXT), rules
 
     def query_tokens(self, queries: list[ShopperQuery]) -> list[np.ndarray]:
@@ -130,11 +127,7 @@ class Batcher:
         if missing:
             if self._towers is None:
                 self._towers = Towers(device=self.device)
-            hidden, mask = self._towers.text.token_states(missing)
-            hidden = hidden.float().cpu().numpy().astype(np.float16)   # as stored in the cache
-            mask = mask.bool().cpu().numpy()
-            for i, text in enumerate(missing):
-                self._query_tokens[text] = hidden[i][mask[i]]
+            self._query_tokens.update(zip(missing, text_token_arrays(self._towers, missing)))
         return [self._query_tokens[q.text].astype(np.float32) for q in queries]
 
     def query_input(self, queries: list[ShopperQuery]) -> list[Segment]:

@@ -50,6 +50,14 @@ class TokenCache:
         return self.text_tokens[start:end]
 
 
+def text_token_arrays(towers: Towers, strings: list[str]) -> list[np.ndarray]:
+    """The text tower's token states of each string, padding dropped, float16 as cached."""
+    hidden, mask = towers.text.token_states(strings)
+    hidden = hidden.float().cpu().numpy().astype(np.float16)
+    mask = mask.bool().cpu().numpy()
+    return [hidden[i][mask[i]] for i in range(len(strings))]
+
+
 def _fingerprint(records: Path, split: str, config: dict) -> str:
     return data_fingerprint(records, split, IMAGE_SIZE, CACHE_VERSION, config)
 
@@ -88,12 +96,7 @@ def build_token_cache(catalog_path: Path, config: dict, cache_dir: Path | None =
             "enriched": [enricher.enrich(p.title, p.description, p.attributes, im) for p, im in zip(batch, loaded)],
             "query": [(shopper_queries(p.attributes, rng) or [p.title])[0] for p in batch],
         }
-        states = {}
-        for field, strings in texts.items():
-            hidden, mask = towers.text.token_states(strings)
-            hidden = hidden.float().cpu().numpy().astype(np.float16)
-            mask = mask.bool().cpu().numpy()
-            states[field] = [hidden[i][mask[i]] for i in range(len(strings))]
+        states = {field: text_token_arrays(towers, strings) for field, strings in texts.items()}
         present = [i for i, im in enumerate(loaded) if im is not None]
         variants = [expand_image(loaded[i], rng) for i in present]
         grid = np.zeros((len(batch), 2, 12, IMAGE_FEATURE_DIM), np.float16)
