@@ -3,7 +3,8 @@
 No index is needed: the product is read with open_catalog and turned into text and image exactly
 as the index builder does (product_text, first readable image), then explained with the shipped
 encoder, by the default method (occlusion; `--method decomposition` for the exact split). Re-run
-it after the encoder's weights change to refresh docs/explain/<id>.png and .json:
+it after the encoder's weights change to refresh the README's numbers; it writes
+docs/explain/<id>.png and .json, which git ignores (they hold the catalog's photo and record):
 
     .venv/bin/python benchmarks/explain_example.py --catalog ../shared/data/myntra --product 34578 --query "red dress"
 """
