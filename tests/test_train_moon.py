@@ -59,15 +59,19 @@ def test_training_writes_weights_config_report_and_curve(catalog, tmp_path):
     assert not same(weights_of(out), weights_of(other))
 
 
-def test_an_interrupted_run_resumes_to_the_same_weights(catalog, tmp_path):
+@pytest.mark.parametrize("queries", ["cached", "live"])
+def test_an_interrupted_run_resumes_to_the_same_weights(catalog, tmp_path, queries):
+    """Live queries meet the text tower in other batches after a resume; still the same weights."""
+    config = tiny_config()
+    config["data"]["shopper_queries"] = queries
     cache = tmp_path / "cache"
     straight = tmp_path / "straight"
-    train_moon(catalog, tiny_config(), straight, cache_dir=cache)
+    train_moon(catalog, config, straight, cache_dir=cache)
     resumed = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        train_moon(catalog, tiny_config(), resumed, cache_dir=cache, stop_after_epoch=1)
+        train_moon(catalog, config, resumed, cache_dir=cache, stop_after_epoch=1)
     assert resumed.with_suffix(".checkpoint.pt").exists() and not resumed.with_suffix(".safetensors").exists()
-    report = train_moon(catalog, tiny_config(), resumed, cache_dir=cache)
+    report = train_moon(catalog, config, resumed, cache_dir=cache)
     assert [h["epoch"] for h in report["history"]] == [1, 2]
     assert same(weights_of(straight), weights_of(resumed))
 
@@ -86,3 +90,40 @@ def test_a_trained_models_saved_config_is_a_training_config():
     assert saved == json.loads(weights_path("moon-lite").with_suffix(".json").read_text())["training"]
     assert saved["encoder"] == "moon-lite" and {"model", "optim", "loss", "components"} <= set(saved)
     assert load_config("moon-lite")["name"] == "moon-lite"      # plain configs load as they are
+
+
+def test_training_slices_leave_the_excluded_run_out():
+    from moonsearch.train.token_cache import training_slices
+
+    assert training_slices(None, None) == [(0, None)]
+    assert training_slices(20, None) == [(0, 20)]
+    assert training_slices(None, [5, 8]) == [(0, 5), (8, None)]
+    assert training_slices(20, [5, 8]) == [(0, 5), (8, 20)]
+    assert training_slices(None, [0, 3]) == [(3, None)]           # nothing before the excluded run
+    assert training_slices(6, [5, 8]) == [(0, 5)]                 # the limit falls inside it
+    with pytest.raises(MoonsearchError, match="data.exclude"):
+        training_slices(None, [8, 5])
+
+
+def test_an_excluded_run_is_never_cached_and_the_rest_joins_in_order(catalog, tmp_path):
+    from moonsearch.train.token_cache import build_training_cache
+
+    config = {**tiny_config()["augment"], "seed": 0}
+    whole = build_training_cache(catalog, config, tmp_path / "cache")
+    parts = build_training_cache(catalog, config, tmp_path / "cache", exclude=[5, 9])
+    keep = [i for i in range(16) if not 5 <= i < 9]
+    assert list(parts.ids) == [whole.ids[i] for i in keep]
+    assert parts.titles == [whole.titles[i] for i in keep]
+    for row, i in enumerate(keep):                                # shifted offsets find each row's own tokens
+        for field in ("product", "title"):                        # the fields drawn without randomness
+            assert (parts.text(row, field) == whole.text(i, field)).all()
+        assert (parts.image[row] == whole.image[i]).all()
+    assert parts.stats["products"] == 12 and len(parts.stats["parts"]) == 2
+
+
+def test_training_with_an_excluded_run_reports_the_products_it_used(catalog, tmp_path):
+    config = tiny_config()
+    config["optim"]["epochs"] = 1
+    config["data"]["exclude"] = [0, 4]
+    report = train_moon(catalog, config, tmp_path / "excluded", cache_dir=tmp_path / "cache")
+    assert report["data"]["products"] == 12

@@ -38,7 +38,7 @@ from moonsearch.progress import console, progress_bar
 from moonsearch.train.augment import ShopperQuery, shopper_query
 from moonsearch.train.baseline import split_train_val
 from moonsearch.train.report import save_training_outputs
-from moonsearch.train.token_cache import TokenCache, build_token_cache, text_token_arrays
+from moonsearch.train.token_cache import TokenCache, build_training_cache, text_token_arrays
 
 
 class Batcher:
@@ -122,12 +122,17 @@ class Batcher:
         return Segment(*pad_tokens(arrays, TEXT_FEATURE_DIM), TEXT), rules
 
     def query_tokens(self, queries: list[ShopperQuery]) -> list[np.ndarray]:
-        """Text-tower token states of live queries, remembered by text (queries repeat a lot)."""
+        """Text-tower token states of live queries, remembered by text (queries repeat a lot).
+        New texts go through the tower in groups of one token length: no padding, so a text's
+        states do not depend on which batch first met it (a resumed run trains like a straight one)."""
         missing = sorted({q.text for q in queries} - self._query_tokens.keys())
         if missing:
             if self._towers is None:
                 self._towers = Towers(device=self.device)
-            self._query_tokens.update(zip(missing, text_token_arrays(self._towers, missing)))
+            lengths = self._towers.text.tokenize(missing)["attention_mask"].sum(1).tolist()
+            for length in sorted(set(lengths)):
+                group = [text for text, n in zip(missing, lengths) if n == length]
+                self._query_tokens.update(zip(group, text_token_arrays(self._towers, group)))
         return [self._query_tokens[q.text].astype(np.float32) for q in queries]
 
     def query_input(self, queries: list[ShopperQuery]) -> list[Segment]:
@@ -320,7 +325,8 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
     np_rng = np.random.default_rng(seed)
     started = time.time()
     limit = limit or config["data"].get("limit")   # a CPU budget: the first N train products
-    cache = build_token_cache(Path(catalog), {**config["augment"], "seed": seed}, cache_dir, limit=limit, device=device)
+    cache = build_training_cache(Path(catalog), {**config["augment"], "seed": seed}, cache_dir, limit=limit,
+                                 exclude=config["data"].get("exclude"), device=device)
     cache_seconds = time.time() - started
     rng = random.Random(seed)
     batcher = Batcher(cache, config, rng, device=device)

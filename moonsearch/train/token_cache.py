@@ -62,13 +62,52 @@ def _fingerprint(records: Path, split: str, config: dict) -> str:
     return data_fingerprint(records, split, IMAGE_SIZE, CACHE_VERSION, config)
 
 
+def training_slices(limit: int | None, exclude: list | None) -> list[tuple[int, int | None]]:
+    """The [start, stop) runs of the split's products to train on: the first `limit` (all when
+    None) minus the `exclude` run, which stays unseen (e.g. the `eval myntra-val` products)."""
+    if not exclude:
+        return [(0, limit)]
+    start, stop = int(exclude[0]), int(exclude[1])
+    if not 0 <= start < stop:
+        raise MoonsearchError(f"data.exclude must be [start, stop) with 0 <= start < stop, got {exclude}")
+    runs = [(0, start), (stop, limit)]
+    return [(a, b) for a, b in runs if b is None or b > a]
+
+
+def build_training_cache(catalog_path: Path, config: dict, cache_dir: Path | None = None,
+                         limit: int | None = None, exclude: list | None = None,
+                         device: str = "cpu") -> TokenCache:
+    """One token cache per run of `training_slices` (each cached on its own, so a run that
+    another configuration already cached is reused), joined in order."""
+    parts = [build_token_cache(catalog_path, config, cache_dir, limit=stop, start=start, device=device)
+             for start, stop in training_slices(limit, exclude)]
+    return parts[0] if len(parts) == 1 else concat_token_caches(parts)
+
+
+def concat_token_caches(parts: list[TokenCache]) -> TokenCache:
+    """The caches back to back, in memory (text offsets shifted into the joined token array)."""
+    shifts = np.cumsum([0] + [len(p.text_tokens) for p in parts[:-1]])
+    stats = {"products": sum(len(p) for p in parts), "parts": [p.stats for p in parts],
+             "fingerprint": "+".join(str(p.stats.get("fingerprint")) for p in parts)}
+    return TokenCache(
+        ids=np.concatenate([p.ids for p in parts]),
+        titles=[t for p in parts for t in p.titles], attributes=[a for p in parts for a in p.attributes],
+        text_tokens=np.concatenate([p.text_tokens for p in parts]),
+        text_offsets=np.concatenate([p.text_offsets + shift for p, shift in zip(parts, shifts)]),
+        image=np.concatenate([p.image for p in parts]), expanded=np.concatenate([p.expanded for p in parts]),
+        has_image=np.concatenate([p.has_image for p in parts]),
+        has_expanded=np.concatenate([p.has_expanded for p in parts]), stats=stats)
+
+
 def build_token_cache(catalog_path: Path, config: dict, cache_dir: Path | None = None,
-                      limit: int | None = None, device: str = "cpu") -> TokenCache:
-    """`config`: the trainer's "augment" section (enricher, consistency tolerance, seed)."""
+                      limit: int | None = None, start: int = 0, device: str = "cpu") -> TokenCache:
+    """`config`: the trainer's "augment" section (enricher, consistency tolerance, seed).
+    Caches the split's products [start, limit) (`limit` None: to the end)."""
     split = config.get("split", "train")
     check_split(split)
     catalog = open_catalog(catalog_path)
-    fingerprint = _fingerprint(catalog.path, split, {**config, "limit": limit})
+    run = {"limit": limit, **({"start": start} if start else {})}   # start 0 keeps older caches' keys
+    fingerprint = _fingerprint(catalog.path, split, {**config, **run})
     folder = Path(cache_dir or cache_root() / "tokens") / fingerprint
     if (folder / "done").exists():
         return load_token_cache(folder)
@@ -138,21 +177,26 @@ def build_token_cache(catalog_path: Path, config: dict, cache_dir: Path | None =
         expanded.append(grid[:, 1])
         batch.clear()
 
+    seen = 0   # products of the split so far, kept or skipped
     with progress_bar() as bar:
         task = bar.add_task(f"token features ({split})", total=catalog.scan().products)
         for product in catalog.products():
             bar.advance(task)
             if str(product.attributes.get("split")) != split:
                 continue
+            seen += 1
+            if seen <= start:
+                continue
             batch.append(product)
             if len(batch) == BATCH:
                 flush()
-            if limit and len(ids) + len(batch) >= limit:
+            if limit and seen >= limit:
                 break
         if batch:
             flush()
     if not ids:
-        raise MoonsearchError(f"no products with split '{split}' in {catalog.path}")
+        raise MoonsearchError(f"no products with split '{split}' in {catalog.path}"
+                              + (f" after the first {start}" if start else ""))
     stats.update(products=len(ids), with_image=int(sum(has_image)), seconds=round(time.time() - started, 1),
                  fingerprint=fingerprint)
     folder.mkdir(parents=True, exist_ok=True)
