@@ -101,6 +101,7 @@ def test_training_slices_leave_the_excluded_run_out():
     assert training_slices(20, [5, 8]) == [(0, 5), (8, 20)]
     assert training_slices(None, [0, 3]) == [(3, None)]           # nothing before the excluded run
     assert training_slices(6, [5, 8]) == [(0, 5)]                 # the limit falls inside it
+    assert training_slices(3, [5, 8]) == [(0, 3)]                 # or before it
     with pytest.raises(MoonsearchError, match="data.exclude"):
         training_slices(None, [8, 5])
 

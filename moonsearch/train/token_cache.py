@@ -70,7 +70,7 @@ def training_slices(limit: int | None, exclude: list | None) -> list[tuple[int, 
     start, stop = int(exclude[0]), int(exclude[1])
     if not 0 <= start < stop:
         raise MoonsearchError(f"data.exclude must be [start, stop) with 0 <= start < stop, got {exclude}")
-    runs = [(0, start), (stop, limit)]
+    runs = [(0, start if limit is None else min(start, limit)), (stop, limit)]
     return [(a, b) for a, b in runs if b is None or b > a]
 
 
