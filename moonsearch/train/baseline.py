@@ -73,6 +73,9 @@ def train_baseline(catalog: Path, config: dict, out: Path, cache_dir: Path | Non
     feature_seconds = time.time() - started
 
     train_rows, val_rows = split_train_val(len(cache), config["data"]["val_fraction"], seed)
+    if config["data"].get("exclude"):   # rows are the split's products in catalog order
+        start, stop = config["data"]["exclude"]
+        train_rows, val_rows = (r[(r < start) | (r >= stop)] for r in (train_rows, val_rows))
     train_rows = train_rows[cache.has_image[train_rows]]  # the loss pairs an image with its text
     model_cfg, optim_cfg = config["model"], config["optim"]
     heads = BaselineHeads(model_cfg["dim"], model_cfg["image_hidden"], model_cfg["text_hidden"],
@@ -116,7 +119,8 @@ def train_baseline(catalog: Path, config: dict, out: Path, cache_dir: Path | Non
         "encoder": "baseline",
         "data": {"catalog": str(catalog), "split": config["data"]["split"], "products": len(cache),
                  "with_image": int(cache.has_image.sum()), "train_rows": int(len(train_rows)),
-                 "val_rows": int(len(val_rows)), "fingerprint": cache.fingerprint},
+                 "val_rows": int(len(val_rows)), "exclude": config["data"].get("exclude"),
+                 "fingerprint": cache.fingerprint},
         "history": history,
         "wall_seconds": {"features": round(feature_seconds, 1), "total": round(time.time() - started, 1)},
     }

@@ -124,9 +124,10 @@ def run_validation(system: System, root: Path, skip: int = VALIDATION_SKIP, size
     """The same tasks on held-out *train* products, to choose models by without touching `test`.
 
     The products are train-split products after the first `skip` (a model trained with
-    `data.limit` = `skip`, as the shipped configs are, never saw them); the shopper queries are
-    written from their attributes by the trainer's query writer, each with its relevance rule,
-    keeping rules that at least 10 products meet (as a real shopper query has many answers)."""
+    `data.limit` = `skip`, or with `data.exclude` = [skip, skip + size], never saw them); the
+    shopper queries are written from their attributes by the trainer's query writer, each with
+    its relevance rule, keeping rules that at least 10 products meet (as a real shopper query has
+    many answers)."""
     products = load_split(Path(root), split="train", limit=skip + size)[skip:]
     if len(products) < 50:
         raise MoonsearchError(f"only {len(products)} train products after the first {skip}: too few to validate on")
