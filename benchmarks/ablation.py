@@ -94,8 +94,9 @@ def shipped_label(name: str) -> str:
     from moonsearch.encoder.registry import weights_path
 
     training = json.loads(weights_path(name).with_suffix(".json").read_text())["training"]
+    products = json.loads(weights_path(name).with_suffix(".report.json").read_text())["data"]["products"]
     off = [WHAT_IS_OFF[VARIANT_OF[key]].split(" (")[0] for key, on in training["components"].items() if not on]
-    return ", ".join(["shipped", *off, f"{training['optim']['epochs']} ep"])
+    return ", ".join(["shipped", *off, f"{training['optim']['epochs']} ep", f"{products:,} products"])
 
 
 def main() -> None:
