@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file
 
@@ -118,7 +119,9 @@ def test_an_excluded_run_is_never_cached_and_the_rest_joins_in_order(catalog, tm
     for row, i in enumerate(keep):                                # shifted offsets find each row's own tokens
         for field in ("product", "title"):                        # the fields drawn without randomness
             assert (parts.text(row, field) == whole.text(i, field)).all()
-        assert (parts.image[row] == whole.image[i]).all()
+        # the image tower's batched convolutions are not bit-stable across batch sizes (fp16
+        # cache): the same photo agrees to ~0.03, different photos differ by whole units
+        assert np.abs(parts.image[row].astype(np.float32) - whole.image[i].astype(np.float32)).max() < 0.1
     assert parts.stats["products"] == 12 and len(parts.stats["parts"]) == 2
 
 
