@@ -216,6 +216,16 @@ def train(
                   f"last epoch: {report['history'][-1]}")
 
 
+def _per_query_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=f"{title}, worst first")
+    for column in ("query", "relevant", "P@10", "nDCG@10", "R@100"):
+        table.add_column(column, justify="left" if column == "query" else "right")
+    for row in rows:
+        table.add_row(row["query"], str(row["relevant"]),
+                      *("-" if row[k] is None else f"{row[k]:.3f}" for k in ("P@10", "nDCG@10", "R@100")))
+    return table
+
+
 @app.command(name="eval")
 def evaluate(
     protocol: str = typer.Argument(..., help="myntra | myntra-val (held-out train products: choose models here) | "
@@ -229,6 +239,8 @@ def evaluate(
     floors: Optional[Path] = typer.Option(None, "--floors", help="Fail (exit 1) when a metric is below its floor here."),
     index_path: Optional[Path] = typer.Option(None, "--index", help="shopper: the index of ../shared/data/myntra."),
     as_json: bool = typer.Option(False, "--json"),
+    per_query: bool = typer.Option(False, "--per-query", help="Show each shopper query's scores (worst first) "
+                                   "and keep them in the results JSON."),
     device: str = typer.Option("auto", help="auto | cpu | cuda (the encoders; rankings are exact, in numpy)."),
 ):
     """Score encoders on a benchmark protocol; write results JSON and a side-by-side table."""
@@ -240,7 +252,12 @@ def evaluate(
         from moonsearch.search.searcher import ProductIndex
 
         result = evaluate_shopper_queries(ProductIndex.open(index_path or default_index(), device=device), queries)
+        rows = result.pop("per_query")["shopper"]
+        if per_query:
+            result["per_query"] = {"shopper": rows}
         out_console.print_json(data=result) if as_json else out_console.print(result)
+        if per_query and not as_json:
+            out_console.print(_per_query_table(rows, f"shopper / {result['encoder']}"))
         return
     data = data or (Path("../shared/data/myntra") if protocol in ("myntra", "myntra-val") else None)
     if data is None:
@@ -253,6 +270,9 @@ def evaluate(
         console.print(f"evaluating [bold]{name}[/] on {protocol} ({data})")
         result = run_protocol(protocol, name, data, limit=limit, queries=queries,
                               device=placement_for(device, "flat").encoder, memo=memo)
+        rows = result.pop("per_query", {}).get("shopper", [])
+        if per_query:
+            result["per_query"] = {"shopper": rows}
         if limit is None:
             path = write_result(result, results_dir)
             console.print(f"wrote {path}")
@@ -265,6 +285,8 @@ def evaluate(
             for task, metrics in result["metrics"].items():
                 table.add_row(task, "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, (int, float))))
             out_console.print(table)
+            if per_query and rows:
+                out_console.print(_per_query_table(rows, f"{protocol} / {result['encoder']}: shopper queries"))
         if floors is not None:
             failures += check_floors(result, floors)
     if limit is None:

@@ -341,3 +341,19 @@ def test_ranks_from_scores_rejects_bad_input():
     with pytest.raises(ValueError):
         ranks_from_scores(np.zeros((2, 2)), ["a", "b"])
     assert ranks_from_scores(np.array([]), []) == []
+
+
+def test_per_query_shopper_scores_are_hand_computed_and_worst_first():
+    from moonsearch.eval.shopper import per_query_scores
+
+    queries = [{"query": "good"}, {"query": "bad"}, {"query": "nothing relevant"}]
+    rankings = [["a", "b", "x"], ["x", "y", "a"], ["a"]]
+    relevants = [{"a", "b"}, {"a", "b", "c", "d"}, set()]
+    rows = per_query_scores(queries, rankings, relevants)
+    assert [r["query"] for r in rows] == ["nothing relevant", "bad", "good"]
+    empty, bad, good = rows
+    assert empty == {"query": "nothing relevant", "relevant": 0, "P@10": None, "nDCG@10": None, "R@100": None}
+    assert good["relevant"] == 2 and good["P@10"] == 0.2 and good["nDCG@10"] == 1.0 and good["R@100"] == 1.0
+    # one of four relevant at rank 3: P@10 0.1, recall 0.25, nDCG (1/log2 4) / (1 + 1/log2 3 + 1/2 + 1/log2 5)
+    ideal = 1 + 1 / math.log2(3) + 1 / 2 + 1 / math.log2(5)
+    assert bad["P@10"] == 0.1 and bad["R@100"] == 0.25 and bad["nDCG@10"] == round(0.5 / ideal, 4)

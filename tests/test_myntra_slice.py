@@ -98,6 +98,7 @@ def test_shopper_evaluation_through_the_index(myntra_slice):
     result = evaluate_shopper_queries(index, SHOPPER_QUERIES)
     assert result["queries"] == 50 and result["products"] == SLICE
     assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
+    assert len(result["per_query"]["shopper"]) == 50          # each query's own scores, worst first
     # the relevance rule reads nested attributes, and a missing attribute does not match
     assert is_relevant({"attributes": {"Pattern": "Striped"}}, {"attributes.Pattern": ["Striped"]})
     assert not is_relevant({"attributes": {}}, {"attributes.Pattern": ["Striped"]})

@@ -29,6 +29,10 @@ def test_validation_uses_only_train_products_after_the_training_slice(split_cata
     shopper = result["metrics"]["shopper"]
     assert 0.0 <= shopper["P@10"] <= 1.0 and 0.0 < shopper["R@100"] <= 1.0   # every query has answers
     assert set(result["metrics"]) >= {"t2mm", "i2mm", "mm2mm", "shopper"}
+    rows = result["per_query"]["shopper"]          # one row per query, worst first, means agree
+    assert len(rows) == result["counts"]["shopper_queries"]
+    assert [r["P@10"] for r in rows] == sorted(r["P@10"] for r in rows)
+    assert sum(r["P@10"] for r in rows) / len(rows) == pytest.approx(shopper["P@10"], abs=1e-3)
     attribute = result["metrics"]["attribute"]          # no product has a Pattern: colour alone
     assert attribute["acc:Pattern"] is None and attribute["acc"] == attribute["acc:baseColour"]
 
@@ -58,3 +62,35 @@ def test_a_trained_weights_file_loads_as_its_encoder(tmp_path):
     (tmp_path / "mine.json").unlink()
     with pytest.raises(MoonsearchError, match="config"):
         load_encoder(str(tmp_path / "mine.safetensors"))
+
+
+def test_eval_cli_per_query_shows_each_query_and_keeps_it_only_when_asked(split_catalog, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("\n".join(json.dumps(q) for q in [
+        {"query": "black dress", "match": {"articleType": ["Dresses"], "baseColour": ["Black"]}},
+        {"query": "red tshirt", "match": {"articleType": ["Tshirts"], "baseColour": ["Red"]}},
+        {"query": "purple saree", "match": {"articleType": ["Sarees"]}}]) + "\n")
+
+    def run(*extra):
+        out = tmp_path / "results"
+        done = subprocess.run([sys.executable, "-m", "moonsearch.cli", "eval", "myntra", "--data", str(split_catalog),
+                               "--queries", str(queries), "--encoder", "bm25-title", "--results-dir", str(out), *extra],
+                              capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout, json.loads((out / "myntra-bm25-title.json").read_text())
+
+    stdout, written = run()
+    assert "per_query" not in written and "worst first" not in stdout
+    stdout, written = run("--per-query")
+    rows = written["per_query"]["shopper"]
+    assert [r["query"] for r in rows][0] == "purple saree"          # no relevant product: listed first, unscored
+    assert rows[0]["relevant"] == 0 and rows[0]["P@10"] is None
+    assert {r["query"] for r in rows[1:]} == {"black dress", "red tshirt"} and all(r["relevant"] > 0 for r in rows[1:])
+    assert rows[1]["P@10"] <= rows[2]["P@10"]
+    assert "worst first" in stdout and "red tshirt" in stdout

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from moonsearch.errors import MoonsearchError
-from moonsearch.eval.metrics import ranking_metrics
+from moonsearch.eval.metrics import ndcg_at_k, precision_at_k, ranking_metrics, recall_at_k
 
 K = 100
 
@@ -37,6 +37,19 @@ def load_queries(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def per_query_scores(queries: list[dict], rankings: list, relevants: list) -> list[dict]:
+    """Each query's P@10, nDCG@10 and R@100 beside its number of relevant products, worst
+    first: the means say how good a system is, these say where it fails. A query with no
+    relevant product has no scores (None), as the means leave it out."""
+    rows = []
+    for query, ranked, relevant in zip(queries, rankings, relevants):
+        scores = ({"P@10": precision_at_k(ranked, relevant, 10), "nDCG@10": ndcg_at_k(ranked, relevant, 10),
+                   "R@100": recall_at_k(ranked, relevant, K)} if relevant else dict.fromkeys(("P@10", "nDCG@10", "R@100")))
+        rows.append({"query": query["query"], "relevant": len(relevant),
+                     **{k: None if v is None else round(v, 4) for k, v in scores.items()}})
+    return sorted(rows, key=lambda r: (r["P@10"] is not None, r["P@10"] or 0.0, r["nDCG@10"] or 0.0))
+
+
 def evaluate_shopper_queries(index, queries_path: Path, split: str = "test") -> dict:
     """P@10, nDCG@10, R@100 and MRR of `index` on the queries, over products of `split`."""
     queries = load_queries(queries_path)
@@ -53,4 +66,5 @@ def evaluate_shopper_queries(index, queries_path: Path, split: str = "test") -> 
         "metrics": {"P@10": metrics["P@10"], "nDCG@10": metrics["nDCG@10"], "R@100": metrics["R@100"],
                     "MRR": metrics["MRR"]},
         "encoder": index.manifest.encoder["id"],
+        "per_query": {"shopper": per_query_scores(queries, rankings, relevants)},
     }

@@ -30,7 +30,7 @@ from moonsearch.errors import MoonsearchError
 from moonsearch.eval.metrics import ranking_metrics
 from moonsearch.eval.references import BM25Index, System
 from moonsearch.eval.retrieval import category_precision, embed, retrieval_recall, zero_shot_accuracy
-from moonsearch.eval.shopper import is_relevant, load_queries
+from moonsearch.eval.shopper import is_relevant, load_queries, per_query_scores
 
 SPLIT = "test"
 VALIDATION_SKIP = 20000   # the training configs' data.limit: train products after these are unseen
@@ -81,14 +81,17 @@ def _attribute(product, name: str):
     return product.attributes.get(name)
 
 
-def _shopper(rankings: list[list[int]], products, queries) -> dict:
+def _shopper(rankings: list[list[int]], products, queries) -> tuple[dict, list[dict]]:
+    """The shopper task's means, and its per-query scores (worst first)."""
     relevants = [{i for i, p in enumerate(products) if is_relevant(p.attributes, q["match"])} for q in queries]
     metrics = ranking_metrics(rankings, relevants, ks=(10, 100))
-    return {name: round(metrics[name], 4) for name in ("P@10", "nDCG@10", "R@100", "MRR")}
+    means = {name: round(metrics[name], 4) for name in ("P@10", "nDCG@10", "R@100", "MRR")}
+    return means, per_query_scores(queries, rankings, relevants)
 
 
-def run_bm25(products, queries) -> dict:
-    """BM25 over titles: the text tasks only (it has no vectors and no images)."""
+def run_bm25(products, queries) -> tuple[dict, list[dict]]:
+    """BM25 over titles: the text tasks only (it has no vectors and no images); -> metrics and
+    the shopper task's per-query scores."""
     titles = [p.title for p in products]
     bm25 = BM25Index(titles)
     groups = _same_title_groups(titles)
@@ -101,6 +104,7 @@ def run_bm25(products, queries) -> dict:
         by_type[t].add(i)
     mm2mm_rel = [by_type[t] - {i} for i, t in enumerate(types)]
     mm2mm_metrics = ranking_metrics(mm2mm, mm2mm_rel, ks=MM2MM_KS)
+    shopper, per_query = _shopper([bm25.rank(q["query"], 100) for q in queries], products, queries)
     return {
         # hit rate: one-positive benchmarks call it recall; with several same-title positives
         # any of them in the top k is a hit, as retrieval_recall counts it
@@ -108,8 +112,8 @@ def run_bm25(products, queries) -> dict:
                     for k in RECALL_KS}, "MRR": round(t2mm_metrics["MRR"], 4)},
         "mm2mm": {**{f"P@{k}": round(mm2mm_metrics[f"P@{k}"], 4) for k in MM2MM_KS},
                   **{f"mAP@{k}": round(mm2mm_metrics[f"MAP@{k}"], 4) for k in MM2MM_KS}},
-        "shopper": _shopper([bm25.rank(q["query"], 100) for q in queries], products, queries),
-    }
+        "shopper": shopper,
+    }, per_query
 
 
 def run(system: System, root: Path, queries_path: Path | None = None, limit: int | None = None) -> dict:
@@ -157,10 +161,11 @@ def run_products(system: System, products: list, queries: list[dict]) -> dict:
     counts = {"products": len(products), "with_image": sum(1 for p in products if p.images),
               "shopper_queries": len(queries)}
     if system.encoder is None:
-        metrics = run_bm25(products, queries)
+        metrics, per_query = run_bm25(products, queries)
         if not queries:
             metrics.pop("shopper")
-        return {"dataset": "myntra", "encoder": system.name, "metrics": metrics, "counts": counts}
+        return {"dataset": "myntra", "encoder": system.name, "metrics": metrics, "counts": counts,
+                "per_query": {"shopper": per_query}}
 
     encoder = system.encoder
     n = len(products)
@@ -205,10 +210,11 @@ def run_products(system: System, products: list, queries: list[dict]) -> dict:
     known = [a for a in (colour, pattern) if a is not None]   # a catalog may lack Pattern (or colour)
     if known:
         metrics["attribute"] = {"acc": round(sum(known) / len(known), 4), "acc:baseColour": colour, "acc:Pattern": pattern}
+    per_query: list[dict] = []
     if queries:
         query_vectors = embed(encoder, [q["query"] for q in queries], [None] * len(queries))
         order = np.argsort(-(query_vectors @ products_mm.T), axis=1, kind="stable")[:, :100]
-        metrics["shopper"] = _shopper(order.tolist(), products, queries)
+        metrics["shopper"], per_query = _shopper(order.tolist(), products, queries)
     counts["image_failures"] = len(failures)
     return {"dataset": "myntra", "encoder": system.name, "encoder_id": encoder.encoder_id,
-            "metrics": metrics, "counts": counts}
+            "metrics": metrics, "counts": counts, "per_query": {"shopper": per_query}}
