@@ -77,6 +77,18 @@ def test_an_interrupted_run_resumes_to_the_same_weights(catalog, tmp_path, queri
     assert same(weights_of(straight), weights_of(resumed))
 
 
+def test_outputs_go_to_a_folder_that_does_not_exist_yet(catalog, tmp_path):
+    """The first epoch's checkpoint needs the folder: it is made before any work starts."""
+    out = tmp_path / "runs" / "new" / "moon-lite"
+    with pytest.raises(KeyboardInterrupt):
+        train_moon(catalog, tiny_config(), out, cache_dir=tmp_path / "cache", stop_after_epoch=1)
+    assert out.with_suffix(".checkpoint.pt").exists()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with pytest.raises(MoonsearchError, match="cannot write training outputs"):
+        train_moon(catalog, tiny_config(), blocked / "moon-lite", cache_dir=tmp_path / "cache")
+
+
 def test_training_on_the_test_split_is_refused(catalog, tmp_path):
     config = tiny_config()
     config["augment"]["split"] = "test"

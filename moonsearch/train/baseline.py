@@ -19,7 +19,7 @@ from moonsearch.encoder.baseline import BaselineHeads
 from moonsearch.eval.metrics import hit_at_k
 from moonsearch.progress import console, progress_bar
 from moonsearch.train.features import FeatureCache, build_feature_cache
-from moonsearch.train.report import save_training_outputs
+from moonsearch.train.report import prepare_output, save_training_outputs
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -65,6 +65,7 @@ def validate(heads: BaselineHeads, cache: FeatureCache, rows: np.ndarray) -> dic
 
 def train_baseline(catalog: Path, config: dict, out: Path, cache_dir: Path | None = None) -> dict:
     """Train, then write `<out>.safetensors`, `<out>.json` (config) and `<out>.report.json`."""
+    out = prepare_output(out)
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

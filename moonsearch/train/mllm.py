@@ -35,6 +35,7 @@ from moonsearch.train.augment import VARIANTS, consistent_rows, expand_image, ma
 from moonsearch.train.baseline import split_train_val
 from moonsearch.train.features import check_split
 from moonsearch.train.moon import Batcher, train_step, validate
+from moonsearch.train.report import prepare_output
 
 JUDGE_BATCH = 64   # the consistency filter ranks a variant among this many titles
 
@@ -240,6 +241,7 @@ def train_mllm(catalog: Path, config: dict, out: Path, backbone_path: Path | str
     from moonsearch.index.device import placement_for
 
     started = time.time()
+    out = prepare_output(out)
     backbone = resolve_backbone(backbone_path, config)
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)

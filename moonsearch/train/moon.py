@@ -37,7 +37,7 @@ from moonsearch.eval.shopper import is_relevant
 from moonsearch.progress import console, progress_bar
 from moonsearch.train.augment import ShopperQuery, shopper_query
 from moonsearch.train.baseline import split_train_val
-from moonsearch.train.report import save_training_outputs
+from moonsearch.train.report import prepare_output, save_training_outputs
 from moonsearch.train.token_cache import TokenCache, build_training_cache, text_token_arrays
 
 
@@ -320,6 +320,7 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
     `device` "cuda" runs the towers (token cache) and the fusion model on the GPU, the latter
     under bf16 autocast; batches are assembled on the CPU from the cache on disk.
     `stop_after_epoch` ends the run after that epoch's checkpoint, as an interruption would (tests)."""
+    out = prepare_output(out)
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)
     np_rng = np.random.default_rng(seed)
