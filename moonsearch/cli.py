@@ -26,7 +26,8 @@ out_console = console.__class__(width=None if sys.stdout.isatty() else 160)
 
 def default_index() -> Path:
     """The only index under ./indexes, so `moonsearch query "red dress"` works after one `index`."""
-    found = sorted(p.parent for p in INDEXES_DIR.glob("*/manifest.json"))
+    found = sorted(p.parent for p in INDEXES_DIR.glob("*/manifest.json")
+                   if not p.parent.name.startswith("."))   # a build's staging or retired folder
     if len(found) == 1:
         return found[0]
     if not found:
@@ -185,7 +186,7 @@ def info(
 def train(
     data: Path = typer.Option(..., "--data", help="Training catalog (its train split is used; never test)."),
     config: str = typer.Option("moon-lite", "--config", help="Config name in moonsearch/train/configs (moon-lite, baseline, ablations) or a JSON path."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output path without suffix [default: moonsearch/encoder/weights/<config name>]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output path without suffix [default: moonsearch/encoder/weights/<the config's \"name\", else its file name>; MLLM: models/<name>]."),
     backbone_path: Optional[Path] = typer.Option(None, "--backbone-path", help="MLLM configs: local Qwen2-VL / Qwen2.5-VL checkpoint folder (nothing is downloaded)."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the last epoch checkpoint of the same config."),
     device: str = typer.Option("auto", help="auto | cpu | cuda: moon-lite trains on a CUDA GPU when one is visible."),
@@ -196,22 +197,24 @@ def train(
     from moonsearch.train.moon import train_moon
 
     cfg = load_config(config)
-    if backbone_path is not None and cfg.get("encoder") != "mllm":
-        raise MoonsearchError(f"--backbone-path is for MLLM configs (such as mllm-qwen2vl); {config} trains '{cfg.get('encoder')}'")
-    target = out or WEIGHTS_DIR / cfg.get("name", cfg["encoder"])
-    if cfg.get("encoder") == "baseline":
+    kind = cfg.get("encoder")
+    if kind not in ("baseline", "moon-lite", "mllm"):
+        raise MoonsearchError(f"config {config} trains '{kind}', which this version cannot train (baseline, moon-lite, mllm)")
+    if backbone_path is not None and kind != "mllm":
+        raise MoonsearchError(f"--backbone-path is for MLLM configs (such as mllm-qwen2vl); {config} trains '{kind}'")
+    name = cfg.get("name") or Path(config).stem   # not the kind: baseline-heldout must not replace the shipped baseline
+    target = out or WEIGHTS_DIR / name
+    if kind == "baseline":
         report = train_baseline(data, cfg, target)
-    elif cfg.get("encoder") == "moon-lite":
+    elif kind == "moon-lite":
         from moonsearch.index.device import placement_for
 
         report = train_moon(data, cfg, target, resume=resume, device=placement_for(device, "flat").encoder)
-    elif cfg.get("encoder") == "mllm":
+    else:
         from moonsearch.train.mllm import train_mllm
 
-        target = out or Path("models") / cfg.get("name", "mllm")   # a model folder: too big for the package
+        target = out or Path("models") / name   # a model folder: too big for the package
         report = train_mllm(data, cfg, target, backbone_path=backbone_path, device=device)
-    else:
-        raise MoonsearchError(f"config {config} trains '{cfg.get('encoder')}', which this version cannot train")
     console.print(f"[bold green]trained[/] {target} in {report['wall_seconds']['total']}s; "
                   f"last epoch: {report['history'][-1]}")
 
@@ -233,7 +236,8 @@ def evaluate(
     encoders: List[str] = typer.Option(["default"], "--encoder", help="default, baseline, minilm-title, bm25-title, "
                                        "or a trained .safetensors file; repeatable."),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder [myntra: ../shared/data/myntra]."),
-    queries: Path = typer.Option(Path("../shared/data/queries/shopper_queries.jsonl"), "--queries"),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="Shopper queries (JSONL with relevance rules) "
+                                          "[default: queries/shopper_queries.jsonl beside the data folder]."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N items (quick runs)."),
     results_dir: Path = typer.Option(Path("benchmarks/results"), "--results-dir"),
     floors: Optional[Path] = typer.Option(None, "--floors", help="Fail (exit 1) when a metric is below its floor here."),
@@ -244,13 +248,16 @@ def evaluate(
     device: str = typer.Option("auto", help="auto | cpu | cuda (the encoders; rankings are exact, in numpy)."),
 ):
     """Score encoders on a benchmark protocol; write results JSON and a side-by-side table."""
-    from moonsearch.eval.runner import check_floors, run_protocol, write_result, write_table
+    from moonsearch.eval.runner import check_floors, load_floors, run_protocol, write_result, write_table
     from moonsearch.index.device import placement_for
 
     if protocol == "shopper":
         from moonsearch.eval.shopper import evaluate_shopper_queries
         from moonsearch.search.searcher import ProductIndex
 
+        if floors is not None or encoders != ["default"]:
+            raise MoonsearchError("eval shopper scores an index with its own encoder: --encoder and --floors do not apply")
+        queries = queries or Path("../shared/data/queries/shopper_queries.jsonl")
         result = evaluate_shopper_queries(ProductIndex.open(index_path or default_index(), device=device), queries)
         rows = result.pop("per_query")["shopper"]
         if per_query:
@@ -262,8 +269,14 @@ def evaluate(
     data = data or (Path("../shared/data/myntra") if protocol in ("myntra", "myntra-val") else None)
     if data is None:
         raise MoonsearchError(f"{protocol}: pass --data PATH (the dataset's official layout on disk)")
+    if protocol == "myntra" and queries is None:
+        beside = data.parent / "queries" / "shopper_queries.jsonl"
+        queries = beside if beside.is_file() else None
+        if queries is None:
+            console.print(f"[yellow]no shopper queries at {beside}: the shopper task is left out (--queries PATH)[/]")
     from moonsearch.encoder.moon import TowerTokenMemo
 
+    floor_table = load_floors(floors) if floors is not None else None   # a bad file fails before the work
     failures = []
     memo = TowerTokenMemo() if len(encoders) > 1 else None
     for name in encoders:
@@ -287,8 +300,8 @@ def evaluate(
             out_console.print(table)
             if per_query and rows:
                 out_console.print(_per_query_table(rows, f"{protocol} / {result['encoder']}: shopper queries"))
-        if floors is not None:
-            failures += check_floors(result, floors)
+        if floor_table is not None:
+            failures += check_floors(result, floor_table)
     if limit is None:
         console.print(f"table: {write_table(results_dir, protocol)}")
     if failures:

@@ -63,3 +63,29 @@ def test_refuses_to_replace_a_folder_that_is_not_an_index(tmp_path, encoder):
         build_index(make_tiny_catalog(tmp_path / "c", tiny_records(3)), out, encoder=encoder, device="cpu")
     assert (out / "thesis.txt").read_text() == "do not delete"
     assert not list(tmp_path.glob(".precious.*"))
+
+
+def test_an_index_retired_by_a_swap_cut_between_its_renames_is_put_back(tmp_path, encoder):
+    old = make_tiny_catalog(tmp_path / "old", tiny_records(6))
+    out = tmp_path / "indexes" / "shop"
+    build_index(old, out, encoder=encoder, device="cpu")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    retired = out.parent / f".shop.old-{dead.stdout.strip()}"
+    out.rename(retired)                    # killed after retiring the index, before the new one moved in
+    new = make_tiny_catalog(tmp_path / "new", tiny_records(40))
+    with pytest.raises(RuntimeError, match="simulated"):
+        build_index(new, out, encoder=encoder, device="cpu", batch_size=8, fail_after_batches=2)
+    index = ProductIndex.open(out, device="cpu", encoder=encoder)
+    assert index.manifest.counts["products"] == 6 and not retired.exists()
+
+
+def test_the_default_index_ignores_build_folders(tmp_path, monkeypatch, encoder):
+    from moonsearch.cli import default_index
+
+    out = tmp_path / "indexes" / "shop"
+    build_index(make_tiny_catalog(tmp_path / "c", tiny_records(3)), out, encoder=encoder, device="cpu")
+    hidden = out.parent / ".shop.old-1"
+    hidden.mkdir()
+    (hidden / "manifest.json").write_text((out / "manifest.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    assert default_index().resolve() == out.resolve()

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from moonsearch.errors import MoonsearchError
-from moonsearch.eval.runner import check_floors, comparison_table, run_protocol, write_result
+from moonsearch.eval.runner import check_floors, comparison_table, load_floors, run_protocol, write_result
 
 from conftest import SHOPPER_QUERIES
 
@@ -26,6 +26,9 @@ def test_results_files_and_side_by_side_table(tmp_path):
     assert table[0] == "| encoder | i2mm R@1 | i2mm R@10 | shopper P@10 | shopper nDCG@10 |"
     assert "| baseline | 0.400 | 0.400 | 0.800 | 0.800 |" in table
     assert "| bm25-title | - | - | 0.500 | 0.500 |" in table
+    write_result({**result("baseline", 0.1), "dataset": "myntra-val"}, tmp_path)   # myntra-val-baseline.json
+    assert comparison_table(tmp_path, "myntra").splitlines() == table               # not a myntra row
+    assert comparison_table(tmp_path, "myntra-val").splitlines()[2] == "| baseline | 0.100 | 0.100 |"
 
 
 def test_ablation_table_keeps_the_given_order_and_labels_each_row():
@@ -52,13 +55,19 @@ def test_ablation_table_keeps_the_given_order_and_labels_each_row():
 
 
 def test_floors(tmp_path):
-    floors = tmp_path / "floors.json"
-    floors.write_text(json.dumps({"myntra-baseline": {"shopper": {"P@10": 0.75}, "i2mm": {"R@1": 0.5}}}))
+    path = tmp_path / "floors.json"
+    path.write_text(json.dumps({"myntra-baseline": {"shopper": {"P@10": 0.75}, "i2mm": {"R@1": 0.5}}}))
+    floors = load_floors(path)
     failures = check_floors(result("baseline", 0.8, r1=0.4), floors)
     assert failures == ["myntra-baseline i2mm R@1: 0.4000 < floor 0.5000"]
     assert check_floors(result("baseline", 0.8, r1=0.6), floors) == []
     assert check_floors(result("baseline", 0.8), floors) == ["myntra-baseline i2mm R@1: missing (floor 0.5)"]
     assert check_floors(result("other", 0.1), floors) == []
+    path.write_text('{"myntra-baseline": {')
+    with pytest.raises(MoonsearchError, match="floors: .* is not valid JSON"):
+        load_floors(path)
+    with pytest.raises(MoonsearchError, match="floors: no file at"):
+        load_floors(tmp_path / "typo.json")
 
 
 def test_unknown_protocol_and_missing_data(tmp_path):

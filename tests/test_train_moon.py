@@ -143,3 +143,29 @@ def test_training_with_an_excluded_run_reports_the_products_it_used(catalog, tmp
     config["data"]["exclude"] = [0, 4]
     report = train_moon(catalog, config, tmp_path / "excluded", cache_dir=tmp_path / "cache")
     assert report["data"]["products"] == 12
+
+
+def test_a_catalog_smaller_than_one_batch_still_trains(catalog, tmp_path):
+    config = tiny_config()
+    config["optim"].update(batch_size=128, epochs=1)          # 12 training rows: one step of all of them
+    report = train_moon(catalog, config, tmp_path / "small", cache_dir=tmp_path / "cache")
+    assert len(report["history"]) == 1 and report["history"][0]["total"] > 0
+
+
+def test_train_cli_bad_configs_are_clear_errors(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"encoder": "moon-lite", ')
+    other = tmp_path / "other.json"
+    other.write_text('{"dataset": "myntra"}')
+    for config, message in [(tmp_path / "absent.json", "training config: no file at"),
+                            (broken, "is not valid JSON"), (other, "trains 'None', which this version cannot train")]:
+        done = subprocess.run([sys.executable, "-m", "moonsearch.cli", "train", "--data", str(tmp_path), "--config", str(config)],
+                              capture_output=True, text=True, cwd=REPO, timeout=120, env={**os.environ, "COLUMNS": "400"})
+        assert done.returncode != 0 and message in done.stderr + done.stdout
+        assert "Traceback" not in done.stderr

@@ -94,3 +94,41 @@ def test_eval_cli_per_query_shows_each_query_and_keeps_it_only_when_asked(split_
     assert {r["query"] for r in rows[1:]} == {"black dress", "red tshirt"} and all(r["relevant"] > 0 for r in rows[1:])
     assert rows[1]["P@10"] <= rows[2]["P@10"]
     assert "worst first" in stdout and "red tshirt" in stdout
+
+
+def test_an_index_built_with_renamed_trained_weights_is_searchable_from_anywhere(split_catalog, tmp_path, monkeypatch):
+    """The weights' kind comes from their saved config, not their file name, and the manifest
+    keeps their absolute path: `query` from another folder loads the same encoder."""
+    from moonsearch.encoder.registry import weights_path
+    from moonsearch.index.builder import build_index
+    from moonsearch.search.searcher import ProductIndex
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(weights_path("moon-lite").with_suffix(suffix), runs / f"shoes{suffix}")
+    monkeypatch.chdir(tmp_path)
+    build_index(split_catalog, tmp_path / "index", encoder="runs/shoes.safetensors", device="cpu")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    index = ProductIndex.open(tmp_path / "index", device="cpu")
+    assert index.manifest.encoder["weights"] == str(runs / "shoes.safetensors")
+    hits = index.search(text="black dress", k=3)
+    assert index.encoder.encoder_id.startswith("shoes@") and len(hits) == 3
+    assert all(h.attributes["articleType"] == "Dresses" for h in hits)
+
+
+def test_eval_with_a_mistyped_queries_file_fails_instead_of_dropping_the_task(split_catalog, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, "-m", "moonsearch.cli", "eval", "myntra", "--data", str(split_catalog),
+                           "--queries", str(tmp_path / "typo.jsonl"), "--encoder", "bm25-title",
+                           "--results-dir", str(tmp_path / "results")],
+                          capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, "COLUMNS": "400"})
+    assert done.returncode == 2 and "shopper queries: no file at" in done.stdout + done.stderr
+    assert not (tmp_path / "results" / "myntra-bm25-title.json").exists()

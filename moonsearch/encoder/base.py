@@ -64,11 +64,11 @@ class Encoder:
 
 def read_weights(weights_path: Path) -> tuple[dict, dict]:
     """A shipped model's config (`<name>.json`, written beside it by the trainer) and tensors."""
-    import json
-
     from safetensors.torch import load_file
 
-    config = json.loads(Path(weights_path).with_suffix(".json").read_text())
+    from moonsearch.jsonfiles import read_json
+
+    config = read_json(Path(weights_path).with_suffix(".json"), "model config")
     return config, load_file(str(weights_path))
 
 

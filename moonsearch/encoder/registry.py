@@ -6,6 +6,7 @@ from pathlib import Path
 
 from moonsearch.encoder.base import Encoder
 from moonsearch.errors import MoonsearchError
+from moonsearch.jsonfiles import read_json
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_ENCODER = "moon-lite"
@@ -33,30 +34,28 @@ def load_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu", weights: Path
 
         return MLLMEncoder.load(folder, device=device)
     if name.endswith(".safetensors"):   # weights written by `moonsearch train`, named by path
-        weights, name = Path(name), _trained_encoder_kind(Path(name))
+        weights = Path(name)
     path = Path(weights) if weights else weights_path(name)
-    if not path.exists():
+    if not path.is_file():
         known = ", ".join(available_encoders()) or "none"
         raise MoonsearchError(f"no weights for encoder '{name}' at {path} (shipped encoders: {known})")
-    if name == "baseline":
+    # What the weights are comes from the config saved beside them, not from their file name:
+    # an index built with runs/shoes.safetensors records the name "shoes".
+    if _encoder_kind(path) == "baseline":
         from moonsearch.encoder.baseline import BaselineEncoder
 
         return BaselineEncoder.load(path, device=device)
-    if name == "moon-lite" or name.startswith("moon-lite"):
-        from moonsearch.encoder.moon import MoonEncoder
+    from moonsearch.encoder.moon import MoonEncoder
 
-        return MoonEncoder.load(path, device=device)
-    raise MoonsearchError(f"unknown encoder '{name}' (known: baseline, moon-lite)")
+    return MoonEncoder.load(path, device=device)
 
 
-def _trained_encoder_kind(weights: Path) -> str:
+def _encoder_kind(weights: Path) -> str:
     """`moon-lite` or `baseline`, from the config `moonsearch train` saved beside the weights."""
     config = weights.with_suffix(".json")
-    if not weights.is_file() or not config.is_file():
-        raise MoonsearchError(f"no trained weights with their config at {weights} (and {config.name})")
-    import json
-
-    kind = json.loads(config.read_text()).get("training", {}).get("encoder")
+    if not config.is_file():
+        raise MoonsearchError(f"no model config beside {weights} (expected {config.name}, written with the weights by `moonsearch train`)")
+    kind = read_json(config, "model config").get("training", {}).get("encoder")
     if kind not in ("moon-lite", "baseline"):
         raise MoonsearchError(f"{config} does not name a moon-lite or baseline encoder")
     return kind

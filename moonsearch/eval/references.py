@@ -19,8 +19,6 @@ from moonsearch.encoder.registry import load_encoder
 from moonsearch.encoder.text import product_text
 from moonsearch.errors import MoonsearchError
 
-REFERENCE_SYSTEMS = ("bm25-title", "minilm-title")
-
 
 @dataclass
 class System:

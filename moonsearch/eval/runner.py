@@ -13,6 +13,7 @@ from pathlib import Path
 
 from moonsearch.errors import MoonsearchError
 from moonsearch.eval.references import load_system
+from moonsearch.jsonfiles import read_json
 
 PROTOCOLS = ("myntra", "myntra-val", "mbe2", "m5product", "fashion200k")
 TASK_ORDER = ("t2mm", "i2mm", "mm2mm", "t2i", "i2t", "classification", "attribute", "shopper")
@@ -47,11 +48,9 @@ def run_protocol(protocol: str, system_name: str, data: Path, limit: int | None 
     else:
         if system.encoder is None or not system.sees_images:
             raise MoonsearchError(f"{protocol} needs an image+text encoder; '{system_name}' is text-only")
-        import importlib
+        from moonsearch.eval.protocols import run_protocol as run_benchmark
 
-        module = importlib.import_module(f"moonsearch.eval.protocols.{protocol}")
-        loader = importlib.import_module(f"moonsearch.eval.datasets.{protocol}")
-        result = module.run(system.encoder, loader.load(data), limit=limit)
+        result = run_benchmark(protocol, system.encoder, data, limit=limit)
         result = {"dataset": protocol, "encoder": system.name,
                   "encoder_id": system.encoder.encoder_id,
                   "metrics": {k: v for k, v in result.items() if k != "counts"},
@@ -79,7 +78,8 @@ def write_result(result: dict, results_dir: Path) -> Path:
 
 def comparison_table(results_dir: Path, dataset: str) -> str:
     """Markdown: one row per encoder, the table metrics of every task any of them has."""
-    results = [json.loads(p.read_text()) for p in sorted(Path(results_dir).glob(f"{dataset}-*.json"))]
+    files = sorted(Path(results_dir).glob(f"{dataset}-*.json"))     # myntra-* also matches myntra-val-*
+    results = [r for r in (json.loads(p.read_text()) for p in files) if r.get("dataset") == dataset]
     if not results:
         return f"no results for {dataset} in {results_dir}\n"
     return results_table(results)
@@ -108,9 +108,13 @@ def write_table(results_dir: Path, dataset: str) -> Path:
     return path
 
 
-def check_floors(result: dict, floors_file: Path) -> list[str]:
-    """Every metric below its committed floor, as readable lines (empty: all good)."""
-    floors = json.loads(Path(floors_file).read_text())
+def load_floors(path: Path) -> dict:
+    """`{"<dataset>-<encoder>": {"<task>": {"<metric>": floor}}}` (benchmarks/floors.json)."""
+    return read_json(path, "floors")
+
+
+def check_floors(result: dict, floors: dict) -> list[str]:
+    """Every metric below its floor, as readable lines (empty: all good)."""
     key = f"{result['dataset']}-{result['encoder']}"
     failures = []
     for task, metrics in floors.get(key, {}).items():

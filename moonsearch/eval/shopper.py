@@ -7,11 +7,11 @@ from `ProductIndex.search` restricted to one split, exactly as a user would filt
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
 from moonsearch.errors import MoonsearchError
+from moonsearch.jsonfiles import read_jsonl
 from moonsearch.eval.metrics import ndcg_at_k, precision_at_k, ranking_metrics, recall_at_k
 
 K = 100
@@ -31,10 +31,11 @@ def is_relevant(attributes: Mapping[str, Any], rule: Mapping[str, list]) -> bool
 
 
 def load_queries(path: Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        raise MoonsearchError(f"no shopper queries at {path}")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    queries = read_jsonl(path, "shopper queries")
+    for n, query in enumerate(queries, start=1):
+        if not isinstance(query.get("query"), str) or not isinstance(query.get("match"), dict):
+            raise MoonsearchError(f"shopper queries: {path} entry {n} needs \"query\" (text) and \"match\" (a rule object)")
+    return queries
 
 
 def per_query_scores(queries: list[dict], rankings: list, relevants: list) -> list[dict]:

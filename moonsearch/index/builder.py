@@ -58,11 +58,18 @@ def _staging_folder(out: Path) -> Path:
 
 
 def _remove_stale_staging(out: Path) -> None:
-    """Folders left by builds that were killed (their process is gone)."""
-    for folder in out.parent.glob(f".{out.name}.building-*"):
-        pid = folder.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
+    """Folders left by builds that were killed (their process is gone): a staging folder is
+    removed; an index retired by a swap cut between its two renames goes back into place when
+    nothing took it, else it is removed."""
+    for state in ("building", "old"):
+        for folder in out.parent.glob(f".{out.name}.{state}-*"):
+            pid = folder.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or _process_alive(int(pid)):
+                continue
+            if state == "old" and not out.exists():
+                folder.rename(out)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _process_alive(pid: int) -> bool:
@@ -194,7 +201,7 @@ def build_index(
         shipped = getattr(encoder, "weights_path", None)
         Manifest(
             encoder={"name": encoder.name, "id": encoder.encoder_id,
-                     "weights": None if shipped in (None, weights_path(encoder.name)) else str(shipped)},
+                     "weights": None if shipped in (None, weights_path(encoder.name)) else str(Path(shipped).resolve())},
             dim=encoder.dim, index_type=kind, views=list(VIEWS),
             counts={"products": summary.products, "with_image": summary.with_image,
                     "text_only": summary.text_only, "skipped": summary.skipped},

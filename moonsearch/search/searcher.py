@@ -85,10 +85,6 @@ class ProductIndex:
             self._encoder = encoder
         return self._encoder
 
-    def check_encoder(self) -> None:
-        """Fail now (not at the first query) when the index's encoder is not the one here."""
-        _ = self.encoder
-
     def _view(self, view: str):
         if view not in VIEWS:
             raise MoonsearchError(f"unknown view '{view}' (choose from {', '.join(VIEWS)})")

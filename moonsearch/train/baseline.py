@@ -7,7 +7,6 @@ product text or, at random, the bare title, so that short queries land near thei
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -18,8 +17,10 @@ from torch import nn
 from moonsearch.encoder.baseline import BaselineHeads
 from moonsearch.eval.metrics import hit_at_k
 from moonsearch.progress import console, progress_bar
+from moonsearch.jsonfiles import read_json
 from moonsearch.train.features import FeatureCache, build_feature_cache
 from moonsearch.train.report import prepare_output, save_training_outputs
+from moonsearch.train.schedule import plan_steps
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -30,7 +31,7 @@ def load_config(path: Path | str) -> dict:
     path = Path(path)
     if not path.exists() and (CONFIG_DIR / f"{path}.json").exists():
         path = CONFIG_DIR / f"{path}.json"
-    config = json.loads(path.read_text())
+    config = read_json(path, "training config")
     return config["training"] if isinstance(config.get("training"), dict) and "model" in config else config
 
 
@@ -82,9 +83,9 @@ def train_baseline(catalog: Path, config: dict, out: Path, cache_dir: Path | Non
     heads = BaselineHeads(model_cfg["dim"], model_cfg["image_hidden"], model_cfg["text_hidden"],
                           temperature=optim_cfg["temperature"])
     optimizer = torch.optim.AdamW(heads.parameters(), lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
-    batch_size, epochs = optim_cfg["batch_size"], optim_cfg["epochs"]
-    steps_per_epoch = len(train_rows) // batch_size
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+    epochs = optim_cfg["epochs"]
+    batch_size, steps_per_epoch, total_steps = plan_steps(train_rows, optim_cfg, catalog)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     title_prob = config["loss"]["title_prob"]
 
     image_all = torch.from_numpy(cache.image.astype(np.float32))

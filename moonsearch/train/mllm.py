@@ -14,7 +14,6 @@ weights, fp32 loss); on a CPU it runs in fp32, which is only meant for tiny test
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections import OrderedDict, defaultdict
@@ -36,6 +35,7 @@ from moonsearch.train.baseline import split_train_val
 from moonsearch.train.features import check_split
 from moonsearch.train.moon import Batcher, train_step, validate
 from moonsearch.train.report import prepare_output
+from moonsearch.train.schedule import plan_steps, warmup_cosine
 
 JUDGE_BATCH = 64   # the consistency filter ranks a variant among this many titles
 
@@ -255,17 +255,10 @@ def train_mllm(catalog: Path, config: dict, out: Path, backbone_path: Path | str
     train_rows, val_rows = split_train_val(len(products), config["data"]["val_fraction"], seed)
     train_rows = train_rows[products.has_image[train_rows]]
     val_rows = val_rows[products.has_image[val_rows] & products.has_expanded[val_rows]]
-    if len(train_rows) < 2:
-        raise MoonsearchError(f"{catalog}: {len(train_rows)} training products with an image; need at least 2")
-
     optim_cfg = config["optim"]
-    batch_size = min(optim_cfg["batch_size"], len(train_rows))
-    steps_per_epoch = len(train_rows) // batch_size
-    total_steps = max(1, optim_cfg["epochs"] * steps_per_epoch)
-    warmup = max(1, int(optim_cfg.get("warmup", 0.05) * total_steps))
+    batch_size, steps_per_epoch, total_steps = plan_steps(train_rows, optim_cfg, catalog)
     optimizer = make_optimizer(model, optim_cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps))))
+    scheduler = warmup_cosine(optimizer, total_steps, optim_cfg.get("warmup", 0.05))
     trainable = [p for p in model.parameters() if p.requires_grad]
     history = []
     model.train()

@@ -21,7 +21,6 @@ expanded view of its photo) and image+text. Losses:
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections import defaultdict
@@ -38,6 +37,7 @@ from moonsearch.progress import console, progress_bar
 from moonsearch.train.augment import ShopperQuery, shopper_query
 from moonsearch.train.baseline import split_train_val
 from moonsearch.train.report import prepare_output, save_training_outputs
+from moonsearch.train.schedule import plan_steps, warmup_cosine
 from moonsearch.train.token_cache import TokenCache, build_training_cache, text_token_arrays
 
 
@@ -338,11 +338,8 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
     model = MoonLite(**config["model"]).to(device)
     optim_cfg = config["optim"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
-    steps_per_epoch = len(train_rows) // optim_cfg["batch_size"]
-    total_steps = optim_cfg["epochs"] * steps_per_epoch
-    warmup = max(1, int(0.05 * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps))))
+    batch_size, steps_per_epoch, total_steps = plan_steps(train_rows, optim_cfg, catalog)
+    scheduler = warmup_cosine(optimizer, total_steps)
     history, start_epoch = [], 0
     checkpoint = _checkpoint_path(Path(out))
     if resume and checkpoint.exists():
@@ -364,7 +361,7 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
             order = np_rng.permutation(train_rows)
             sums: dict = defaultdict(float)
             for step in range(steps_per_epoch):
-                rows = order[step * optim_cfg["batch_size"]:(step + 1) * optim_cfg["batch_size"]]
+                rows = order[step * batch_size:(step + 1) * batch_size]
                 progress = (epoch * steps_per_epoch + step) / total_steps
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
                     loss, parts = train_step(model, batcher, rows, config, progress)

@@ -30,7 +30,7 @@ from moonsearch.errors import MoonsearchError
 from moonsearch.eval.metrics import ranking_metrics
 from moonsearch.eval.references import BM25Index, System
 from moonsearch.eval.retrieval import category_precision, embed, retrieval_recall, zero_shot_accuracy
-from moonsearch.eval.shopper import is_relevant, load_queries, per_query_scores
+from moonsearch.eval.shopper import field_value, is_relevant, load_queries, per_query_scores
 
 SPLIT = "test"
 VALIDATION_SKIP = 20000   # the training configs' data.limit: train products after these are unseen
@@ -75,12 +75,6 @@ def _label_task(system: System, item_vectors: np.ndarray, values: list) -> float
     return round(zero_shot_accuracy(item_vectors[rows], label_vectors, truth), 4)
 
 
-def _attribute(product, name: str):
-    if name.startswith("attributes."):
-        return (product.attributes.get("attributes") or {}).get(name.split(".", 1)[1])
-    return product.attributes.get(name)
-
-
 def _shopper(rankings: list[list[int]], products, queries) -> tuple[dict, list[dict]]:
     """The shopper task's means, and its per-query scores (worst first)."""
     relevants = [{i for i, p in enumerate(products) if is_relevant(p.attributes, q["match"])} for q in queries]
@@ -119,7 +113,7 @@ def run_bm25(products, queries) -> tuple[dict, list[dict]]:
 def run(system: System, root: Path, queries_path: Path | None = None, limit: int | None = None) -> dict:
     """Every task the system can do on the real catalog's test split."""
     products = load_split(Path(root), limit=limit)
-    queries = load_queries(queries_path) if queries_path and Path(queries_path).exists() else []
+    queries = load_queries(queries_path) if queries_path else []   # a path given must exist
     return run_products(system, products, queries)
 
 
@@ -205,8 +199,8 @@ def run_products(system: System, products: list, queries: list[dict]) -> dict:
     mm2mm = category_precision(products_mm, products_mm, types, types, MM2MM_KS, exclude=list(range(n)))
     metrics["mm2mm"] = _rounded(mm2mm)
     metrics["classification"] = {"acc": _label_task(system, products_mm, types)}
-    colour = _label_task(system, products_mm, [_attribute(p, "baseColour") for p in products])
-    pattern = _label_task(system, products_mm, [_attribute(p, "attributes.Pattern") for p in products])
+    colour = _label_task(system, products_mm, [field_value(p.attributes, "baseColour") for p in products])
+    pattern = _label_task(system, products_mm, [field_value(p.attributes, "attributes.Pattern") for p in products])
     known = [a for a in (colour, pattern) if a is not None]   # a catalog may lack Pattern (or colour)
     if known:
         metrics["attribute"] = {"acc": round(sum(known) / len(known), 4), "acc:baseColour": colour, "acc:Pattern": pattern}
