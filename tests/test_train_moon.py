@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from moonsearch.errors import MoonsearchError
@@ -72,8 +73,12 @@ def test_an_interrupted_run_resumes_to_the_same_weights(catalog, tmp_path, queri
     with pytest.raises(KeyboardInterrupt):
         train_moon(catalog, config, resumed, cache_dir=cache, stop_after_epoch=1)
     assert resumed.with_suffix(".checkpoint.pt").exists() and not resumed.with_suffix(".safetensors").exists()
+    first_run_seconds = torch.load(resumed.with_suffix(".checkpoint.pt"), weights_only=False)["seconds"]
     report = train_moon(catalog, config, resumed, cache_dir=cache)
     assert [h["epoch"] for h in report["history"]] == [1, 2]
+    # the report's wall time covers the interrupted run too, and says there was a resume
+    assert report["wall_seconds"]["resumed_after_epoch"] == 1
+    assert report["wall_seconds"]["total"] > first_run_seconds > 0
     assert same(weights_of(straight), weights_of(resumed))
 
 

@@ -340,7 +340,7 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
     batch_size, steps_per_epoch, total_steps = plan_steps(train_rows, optim_cfg, catalog)
     scheduler = warmup_cosine(optimizer, total_steps)
-    history, start_epoch = [], 0
+    history, start_epoch, seconds_before = [], 0, 0.0
     checkpoint = _checkpoint_path(Path(out))
     if resume and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False, map_location=device)
@@ -352,6 +352,7 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
             np_rng.bit_generator.state = state["np_rng"]
             rng.setstate(state["rng"])
             torch.set_rng_state(state["torch_rng"])
+            seconds_before = state.get("seconds", 0.0)   # earlier runs' wall time, so the report covers them all
             console.log(f"resumed from {checkpoint} after epoch {start_epoch}")
     model.train()
     with progress_bar() as bar:
@@ -381,7 +382,7 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
                         "config": config, "np_rng": np_rng.bit_generator.state, "rng": rng.getstate(),
-                        "torch_rng": torch.get_rng_state()}, tmp)
+                        "torch_rng": torch.get_rng_state(), "seconds": seconds_before + time.time() - started}, tmp)
             tmp.replace(checkpoint)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}")
@@ -392,7 +393,9 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
                  "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
                  "fingerprint": cache.stats.get("fingerprint"), "augmentation": cache.stats},
         "history": history,
-        "wall_seconds": {"token_cache": round(cache_seconds, 1), "total": round(time.time() - started, 1)},
+        "wall_seconds": {"token_cache": round(cache_seconds, 1),
+                         "total": round(seconds_before + time.time() - started, 1),
+                         **({"resumed_after_epoch": start_epoch} if start_epoch else {})},
         "device": device,
         "p_objectives": model.objectives.p().detach().cpu().numpy().round(3).tolist(),
     }
