@@ -75,7 +75,7 @@ def ablation_table(rows: list[dict], epochs: int) -> str:
               "| variant | training wall time (s) | val shopper P@10 | val title->mm hit@1 | val view->mm hit@1 |",
               "|---|---|---|---|---|"]
     lines += [f"| {r['encoder']} | {r['training_seconds']} | " + " | ".join(
-              str(r.get("validation", {}).get(k, "")) for k in ("val shopper P@10", "val title->mm hit@1", "val view->mm hit@1"))
+              str(r.get("validation", {}).get(k, "-")) for k in ("val shopper P@10", "val title->mm hit@1", "val view->mm hit@1"))
               + " |" for r in rows if r.get("training_seconds")]
     return "\n".join(lines) + "\n"
 
