@@ -51,7 +51,7 @@ def test_ablation_table_keeps_the_given_order_and_labels_each_row():
     header = "| variant | training wall time (s) | val shopper P@10 | val title->mm hit@1 | val view->mm hit@1 |"
     costs = lines[lines.index(header):]
     assert costs[2:] == ["| moon-lite-no-moe | 600.0 | 0.91 | 0.95 | 0.7 |",
-                         "| moon-lite | 610.0 |  |  |  |"]   # references train nothing; no validation: blank
+                         "| moon-lite | 610.0 | - | - | - |"]   # references train nothing; no validation: -
 
 
 def test_floors(tmp_path):
