@@ -95,6 +95,8 @@ def query(
     k: int = typer.Option(10, "--k", min=1, help="How many products to return."),
     filters: List[str] = typer.Option([], "--filter", help="field=value, field=a,b, field!=v, field<n, field>=n; repeatable."),
     view: str = typer.Option("mm", "--view", help="mm (products) | image | text."),
+    hybrid: bool = typer.Option(False, "--hybrid", help="Fuse the vectors' ranking with BM25 keyword matches of "
+                                "the query text (exact names, brands, codes); scores become fusion scores."),
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ):
@@ -104,7 +106,7 @@ def query(
     _one_thread()
 
     searcher = ProductIndex.open(index_path or default_index(), device=device)
-    hits = searcher.search(text=text, image=image, k=k, filters=filters, view=view)
+    hits = searcher.search(text=text, image=image, k=k, filters=filters, view=view, hybrid=hybrid)
     if as_json:
         sys.stdout.write(json.dumps([h.to_json() for h in hits], ensure_ascii=False, indent=2) + "\n")
         return
@@ -178,6 +180,7 @@ def info(
     fields = ", ".join(f"{k} ({n})" for k, n in details["filterable_fields"][:25])
     more = len(details["filterable_fields"]) - 25
     table.add_row("filters", fields + (f", ... {more} more" if more > 0 else ""))
+    table.add_row("keyword index", "yes (--hybrid)" if details["keyword_index"] else "no: rebuild to use --hybrid")
     table.add_row("skip report", str(details["skip_report"]))
     out_console.print(table)
 
@@ -242,6 +245,7 @@ def evaluate(
     results_dir: Path = typer.Option(Path("benchmarks/results"), "--results-dir"),
     floors: Optional[Path] = typer.Option(None, "--floors", help="Fail (exit 1) when a metric is below its floor here."),
     index_path: Optional[Path] = typer.Option(None, "--index", help="shopper: the index of ../shared/data/myntra."),
+    hybrid: bool = typer.Option(False, "--hybrid", help="shopper: rank as `query --hybrid` does (vectors + BM25)."),
     as_json: bool = typer.Option(False, "--json"),
     per_query: bool = typer.Option(False, "--per-query", help="Show each shopper query's scores (worst first) "
                                    "and keep them in the results JSON."),
@@ -258,7 +262,8 @@ def evaluate(
         if floors is not None or encoders != ["default"]:
             raise MoonsearchError("eval shopper scores an index with its own encoder: --encoder and --floors do not apply")
         queries = queries or Path("../shared/data/queries/shopper_queries.jsonl")
-        result = evaluate_shopper_queries(ProductIndex.open(index_path or default_index(), device=device), queries)
+        result = evaluate_shopper_queries(ProductIndex.open(index_path or default_index(), device=device), queries,
+                                          hybrid=hybrid)
         rows = result.pop("per_query")["shopper"]
         if per_query:
             result["per_query"] = {"shopper": rows}
@@ -266,6 +271,8 @@ def evaluate(
         if per_query and not as_json:
             out_console.print(_per_query_table(rows, f"shopper / {result['encoder']}"))
         return
+    if hybrid:
+        raise MoonsearchError("--hybrid ranks through an index: it applies to `eval shopper` only")
     data = data or (Path("../shared/data/myntra") if protocol in ("myntra", "myntra-val") else None)
     if data is None:
         raise MoonsearchError(f"{protocol}: pass --data PATH (the dataset's official layout on disk)")

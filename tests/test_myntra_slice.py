@@ -104,3 +104,6 @@ def test_shopper_evaluation_through_the_index(myntra_slice):
     assert not is_relevant({"attributes": {}}, {"attributes.Pattern": ["Striped"]})
     # "red dress"-style queries find relevant products near the top when the slice has them
     assert result["metrics"]["MRR"] > 0.5
+    hybrid = evaluate_shopper_queries(index, SHOPPER_QUERIES, hybrid=True)
+    assert hybrid["ranking"].startswith("hybrid") and result["ranking"] == "vectors"
+    assert hybrid["products"] == SLICE and hybrid["metrics"]["MRR"] > 0.5

@@ -8,7 +8,6 @@ DuckDB's full-text extension, loaded from the `duckdb-extension-fts` package (of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import duckdb
@@ -18,6 +17,7 @@ from moonsearch.encoder.base import Encoder, l2_normalize
 from moonsearch.encoder.registry import load_encoder
 from moonsearch.encoder.text import product_text
 from moonsearch.errors import MoonsearchError
+from moonsearch.store.keywords import load_fts
 
 
 @dataclass
@@ -50,22 +50,12 @@ class MiniLMEncoder(Encoder):
         return l2_normalize(self.towers.text_features(list(texts)))
 
 
-def fts_extension_path() -> Path:
-    import duckdb_extension_fts
-
-    root = Path(duckdb_extension_fts.__file__).parent
-    found = sorted(root.rglob("fts.duckdb_extension"))
-    if not found:
-        raise MoonsearchError(f"no fts.duckdb_extension inside {root}: reinstall duckdb-extension-fts")
-    return found[0]
-
-
 class BM25Index:
     """BM25 over a list of documents, in an in-memory DuckDB with the fts extension."""
 
     def __init__(self, documents: Sequence[str]):
         self.con = duckdb.connect()
-        self.con.execute(f"LOAD '{fts_extension_path()}'")
+        load_fts(self.con)
         self.con.execute("CREATE TABLE docs (doc INTEGER, body VARCHAR)")
         self.con.executemany("INSERT INTO docs VALUES (?, ?)", list(enumerate(documents)))
         self.con.execute("PRAGMA create_fts_index('docs', 'doc', 'body', stemmer='english', lower=1)")

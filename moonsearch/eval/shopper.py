@@ -51,14 +51,15 @@ def per_query_scores(queries: list[dict], rankings: list, relevants: list) -> li
     return sorted(rows, key=lambda r: (r["P@10"] is not None, r["P@10"] or 0.0, r["nDCG@10"] or 0.0))
 
 
-def evaluate_shopper_queries(index, queries_path: Path, split: str = "test") -> dict:
-    """P@10, nDCG@10, R@100 and MRR of `index` on the queries, over products of `split`."""
+def evaluate_shopper_queries(index, queries_path: Path, split: str = "test", hybrid: bool = False) -> dict:
+    """P@10, nDCG@10, R@100 and MRR of `index` on the queries, over products of `split`
+    (`hybrid`: ranked by vectors and BM25 fused, as `query --hybrid`)."""
     queries = load_queries(queries_path)
     filters = [f"split={split}"]
     products = index.store.products(index.allowed_rows(filters, "mm"))
     rankings, relevants = [], []
     for q in queries:
-        hits = index.search(text=q["query"], k=K, filters=filters)
+        hits = index.search(text=q["query"], k=K, filters=filters, hybrid=hybrid)
         rankings.append([h.id for h in hits])
         relevants.append({p["id"] for p in products if is_relevant(p["attributes"], q["match"])})
     metrics = ranking_metrics(rankings, relevants, ks=(10, 100))
@@ -66,6 +67,6 @@ def evaluate_shopper_queries(index, queries_path: Path, split: str = "test") -> 
         "queries": len(queries), "split": split, "products": len(products),
         "metrics": {"P@10": metrics["P@10"], "nDCG@10": metrics["nDCG@10"], "R@100": metrics["R@100"],
                     "MRR": metrics["MRR"]},
-        "encoder": index.manifest.encoder["id"],
+        "encoder": index.manifest.encoder["id"], "ranking": "hybrid (vectors + BM25)" if hybrid else "vectors",
         "per_query": {"shopper": per_query_scores(queries, rankings, relevants)},
     }

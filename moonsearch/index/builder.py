@@ -156,7 +156,7 @@ def build_index(
             texts = [product_text(p.title, p.attributes) for p in batch]
             buffers.add(encoder.encode_views(texts, images))
             rows = []
-            for product, (image, reason) in zip(batch, loaded):
+            for product, text, (image, reason) in zip(batch, texts, loaded):
                 if image is None:
                     summary.text_only += 1
                     summary.report.append({"kind": "text_only", "source": product.source, "id": product.id,
@@ -166,7 +166,7 @@ def build_index(
                 rows.append(ProductRow(
                     row=summary.products, id=product.id, title=product.title, description=product.description,
                     images=[str(p) for p in product.images], has_image=image is not None,
-                    attributes=product.attributes, source=product.source))
+                    attributes=product.attributes, source=product.source, text=text))
                 summary.products += 1
             writer.add(rows)
             batch.clear()

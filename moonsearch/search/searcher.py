@@ -2,6 +2,7 @@
 
 Filters are resolved to allowed rows in DuckDB first, then handed to FAISS, so a filtered
 query returns k hits whenever k products match instead of post-filtering a short list.
+`hybrid` adds BM25 over the product text and fuses the two rankings by reciprocal rank.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from moonsearch.errors import IndexFormatError, MoonsearchError
 from moonsearch.index import vectors as faiss_vectors
 from moonsearch.index.builder import SKIPS_FILE, view_file
 from moonsearch.index.device import placement_for
+from moonsearch.search.fusion import reciprocal_rank_fusion
 from moonsearch.store.filters import Filter, parse_filters
 from moonsearch.store.manifest import Manifest
 from moonsearch.store.metadata import MetadataStore
+
+HYBRID_DEPTH = 100   # candidates each retriever hands to the fusion (k if larger)
 
 
 @dataclass(frozen=True)
@@ -109,15 +113,25 @@ class ProductIndex:
         return allowed
 
     def search(self, text: str | None = None, image: Image.Image | str | Path | None = None, k: int = 10,
-               filters: Sequence[Filter | str] = (), view: str = "mm") -> list[Hit]:
-        """Top-k products for the query; `view` picks the multimodal, image or text vectors."""
+               filters: Sequence[Filter | str] = (), view: str = "mm", hybrid: bool = False) -> list[Hit]:
+        """Top-k products for the query; `view` picks the multimodal, image or text vectors.
+        `hybrid` fuses them with BM25 keyword matches of the query text; a hit's score is then
+        its reciprocal-rank-fusion score, not a cosine similarity."""
         if k < 1:
             raise MoonsearchError("k must be at least 1")
+        keywords = text.strip() if isinstance(text, str) else ""
+        if hybrid and not keywords:
+            raise MoonsearchError("hybrid search needs a query text: its keywords are what BM25 matches")
         index = self._view(view)
         allowed = self.allowed_rows(filters, view)
         query = self.embed_query(text, image)
-        scores, rows = faiss_vectors.search(index, query, k, allowed)
+        depth = max(k, HYBRID_DEPTH) if hybrid else k
+        scores, rows = faiss_vectors.search(index, query, depth, allowed)
         pairs = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
+        if hybrid:
+            matches = self.store.keyword_rows(keywords, depth, allowed)
+            fused = reciprocal_rank_fusion([[r for _, r in pairs], [r for r, _ in matches]])
+            pairs = [(score, row) for row, score in fused[:k]]
         records = self.store.products([r for _, r in pairs])
         return [
             Hit(rank=i + 1, score=score, id=rec["id"], title=rec["title"],
@@ -130,6 +144,7 @@ class ProductIndex:
         return {
             "path": str(self.folder), "manifest": self.manifest.__dict__,
             "filterable_fields": self.store.attribute_keys(),
+            "keyword_index": self.store.has_keyword_index(),   # False: built before --hybrid existed
             "skip_report": str(skipped) if skipped.exists() else None,
         }
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from moonsearch.errors import IndexFormatError, MoonsearchError
 from moonsearch.store.filters import Filter
+from moonsearch.store.keywords import create_keyword_index, has_keyword_index, keyword_search, load_fts
 
 DB_FILE = "metadata.duckdb"
 
@@ -26,7 +27,7 @@ SCHEMA = """
 CREATE TABLE products (
     row INTEGER PRIMARY KEY, id VARCHAR NOT NULL UNIQUE, title VARCHAR NOT NULL,
     description VARCHAR, images VARCHAR[], has_image BOOLEAN NOT NULL,
-    attributes JSON, source VARCHAR
+    attributes JSON, source VARCHAR, text VARCHAR
 );
 CREATE TABLE attributes (
     row INTEGER NOT NULL, key VARCHAR NOT NULL, value VARCHAR, value_lower VARCHAR, value_num DOUBLE
@@ -44,6 +45,7 @@ class ProductRow:
     has_image: bool
     attributes: Mapping[str, Any]
     source: str
+    text: str = ""              # what the encoder read (title + attributes): the keyword index's text
 
 
 def _as_number(value: Any) -> float | None:
@@ -95,7 +97,7 @@ class MetadataWriter:
             "description": [r.description for r in rows], "images": [list(map(str, r.images)) for r in rows],
             "has_image": [r.has_image for r in rows],
             "attributes": [json.dumps(r.attributes, default=str, ensure_ascii=False) for r in rows],
-            "source": [r.source for r in rows],
+            "source": [r.source for r in rows], "text": [r.text for r in rows],
         })
         pairs = [(r.row, k, v) for r in rows for k, v in flatten_attributes(r.attributes)]
         attributes = pa.table({
@@ -108,13 +110,14 @@ class MetadataWriter:
         self.con.register("batch_products", products)
         self.con.register("batch_attributes", attributes)
         self.con.execute("INSERT INTO products SELECT row, id, title, description, images, has_image, "
-                         "attributes::JSON, source FROM batch_products")
+                         "attributes::JSON, source, text FROM batch_products")
         self.con.execute("INSERT INTO attributes SELECT * FROM batch_attributes")
         self.con.unregister("batch_products")
         self.con.unregister("batch_attributes")
 
     def close(self) -> None:
         self.con.execute("CREATE INDEX attributes_key ON attributes (key)")
+        create_keyword_index(self.con)
         self.con.execute("CHECKPOINT")
         self.con.close()
 
@@ -128,6 +131,7 @@ class MetadataStore:
             raise IndexFormatError(f"{folder} has no {DB_FILE}: not a moonsearch index")
         self.con = duckdb.connect(str(path), read_only=True)
         self._keys: list[tuple[str, int]] | None = None
+        self._fts_loaded = False
 
     def count(self) -> int:
         return self.con.execute("SELECT count(*) FROM products").fetchone()[0]
@@ -181,6 +185,16 @@ class MetadataStore:
             params.extend(values)
         query = " INTERSECT ".join(parts) if parts else "SELECT row FROM products"
         return np.sort(self._rows(query, params))
+
+    def has_keyword_index(self) -> bool:
+        return has_keyword_index(self.con)
+
+    def keyword_rows(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """(row, BM25 score) of the k best keyword matches, among `allowed` rows if given."""
+        if not self._fts_loaded:
+            load_fts(self.con)
+            self._fts_loaded = True
+        return keyword_search(self.con, query, k, allowed)
 
     def close(self) -> None:
         self.con.close()

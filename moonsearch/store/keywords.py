@@ -1,0 +1,57 @@
+"""Keyword (BM25) search over the product text, with DuckDB's full-text extension.
+
+Dense vectors find what a query means; exact words (a model name, a brand, a style code) are
+what BM25 is good at, so `search --hybrid` fuses both. The extension comes from the
+`duckdb-extension-fts` package and is loaded from its file: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from moonsearch.errors import IndexFormatError, MoonsearchError
+
+KEYWORD_SCHEMA = "fts_main_products"   # where create_fts_index puts the index of table `products`
+
+
+def fts_extension_path() -> Path:
+    import duckdb_extension_fts
+
+    root = Path(duckdb_extension_fts.__file__).parent
+    found = sorted(root.rglob("fts.duckdb_extension"))
+    if not found:
+        raise MoonsearchError(f"no fts.duckdb_extension inside {root}: reinstall duckdb-extension-fts")
+    return found[0]
+
+
+def load_fts(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"LOAD '{fts_extension_path()}'")
+
+
+def create_keyword_index(con: duckdb.DuckDBPyConnection) -> None:
+    """BM25 index over products.text (English stemming, lower-cased), built once all rows are in."""
+    load_fts(con)
+    con.execute("PRAGMA create_fts_index('products', 'row', 'text', stemmer='english', lower=1)")
+
+
+def has_keyword_index(con: duckdb.DuckDBPyConnection) -> bool:
+    return con.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = ?",
+                       [KEYWORD_SCHEMA]).fetchone()[0] > 0
+
+
+def keyword_search(con: duckdb.DuckDBPyConnection, query: str, k: int,
+                   allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+    """(row, BM25 score) of the k best products for `query`, best first, among `allowed` rows if
+    given; products sharing no word with the query are not returned."""
+    if not has_keyword_index(con):
+        raise IndexFormatError("this index has no keyword index (it was built by an older moonsearch); "
+                               "rebuild it with `moonsearch index` to search by keywords")
+    restrict = "" if allowed is None else "AND row IN (SELECT unnest(?))"
+    params = [query] + ([] if allowed is None else [allowed.astype(np.int64).tolist()]) + [int(k)]
+    return con.execute(
+        f"SELECT row, score FROM (SELECT row, {KEYWORD_SCHEMA}.match_bm25(row, ?) AS score FROM products) "
+        f"WHERE score IS NOT NULL {restrict} ORDER BY score DESC, row LIMIT ?", params
+    ).fetchall()
