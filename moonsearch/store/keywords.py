@@ -42,6 +42,10 @@ def has_keyword_index(con: duckdb.DuckDBPyConnection) -> bool:
                        [KEYWORD_SCHEMA]).fetchone()[0] > 0
 
 
+_RANKED = (f"SELECT row, score FROM (SELECT row, {KEYWORD_SCHEMA}.match_bm25(row, ?) AS score FROM products) "
+           "WHERE score IS NOT NULL ORDER BY score DESC, row")
+
+
 def keyword_search(con: duckdb.DuckDBPyConnection, query: str, k: int,
                    allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
     """(row, BM25 score) of the k best products for `query`, best first, among `allowed` rows if
@@ -49,9 +53,10 @@ def keyword_search(con: duckdb.DuckDBPyConnection, query: str, k: int,
     if not has_keyword_index(con):
         raise IndexFormatError("this index has no keyword index (it was built by an older moonsearch); "
                                "rebuild it with `moonsearch index` to search by keywords")
-    restrict = "" if allowed is None else "AND row IN (SELECT unnest(?))"
-    params = [query] + ([] if allowed is None else [allowed.astype(np.int64).tolist()]) + [int(k)]
-    return con.execute(
-        f"SELECT row, score FROM (SELECT row, {KEYWORD_SCHEMA}.match_bm25(row, ?) AS score FROM products) "
-        f"WHERE score IS NOT NULL {restrict} ORDER BY score DESC, row LIMIT ?", params
-    ).fetchall()
+    if allowed is None:
+        return con.execute(_RANKED + " LIMIT ?", [query, int(k)]).fetchall()
+    # Filtering in numpy over every match is much faster than handing DuckDB the allowed rows
+    # as a list parameter (0.6 s a query on 40k products, against a few ms here).
+    ranked = con.execute(_RANKED, [query]).fetchnumpy()
+    keep = np.isin(ranked["row"], allowed)
+    return [(int(r), float(s)) for r, s in zip(ranked["row"][keep][:k], ranked["score"][keep][:k])]
