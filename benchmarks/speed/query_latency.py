@@ -2,7 +2,7 @@
 
     python benchmarks/speed/query_latency.py --index indexes/myntra [--image some.jpg] [--repeat 50]
 
-Prints p50/p95 in milliseconds for text, image, text+image and filtered queries.
+Prints p50/p95 in milliseconds for text, image, text+image, filtered and hybrid queries.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ def main() -> None:
         "text+image": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], image=image, k=10),
         "text, filtered": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10,
                                                  filters=["gender=Men", "price<1000"]),
+        "text, hybrid": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10, hybrid=True),
+        "filtered hybrid": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10,
+                                                  filters=["gender=Men", "price<1000"], hybrid=True),
     }
     print(f"index {args.index}: {index.manifest.counts['products']} products, {index.manifest.index_type}")
     print(f"{'query':<16}{'p50 ms':>10}{'p95 ms':>10}")
