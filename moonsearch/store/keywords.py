@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from moonsearch.errors import IndexFormatError, MoonsearchError
+from moonsearch.errors import MoonsearchError
 
 KEYWORD_SCHEMA = "fts_main_products"   # where create_fts_index puts the index of table `products`
 
@@ -49,10 +49,8 @@ _RANKED = (f"SELECT row, score FROM (SELECT row, {KEYWORD_SCHEMA}.match_bm25(row
 def keyword_search(con: duckdb.DuckDBPyConnection, query: str, k: int,
                    allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
     """(row, BM25 score) of the k best products for `query`, best first, among `allowed` rows if
-    given; products sharing no word with the query are not returned."""
-    if not has_keyword_index(con):
-        raise IndexFormatError("this index has no keyword index (it was built by an older moonsearch); "
-                               "rebuild it with `moonsearch index` to search by keywords")
+    given; products sharing no word with the query are not returned. The caller has checked
+    has_keyword_index and loaded the extension (once per connection, not per query)."""
     if allowed is None:
         return con.execute(_RANKED + " LIMIT ?", [query, int(k)]).fetchall()
     # Filtering in numpy over every match is much faster than handing DuckDB the allowed rows

@@ -191,7 +191,10 @@ class MetadataStore:
 
     def keyword_rows(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """(row, BM25 score) of the k best keyword matches, among `allowed` rows if given."""
-        if not self._fts_loaded:
+        if not self._fts_loaded:   # checked and loaded on the first keyword query only
+            if not self.has_keyword_index():
+                raise IndexFormatError("this index has no keyword index (it was built by an older moonsearch); "
+                                       "rebuild it with `moonsearch index` to search by keywords")
             load_fts(self.con)
             self._fts_loaded = True
         return keyword_search(self.con, query, k, allowed)
