@@ -193,6 +193,7 @@ def train(
     backbone_path: Optional[Path] = typer.Option(None, "--backbone-path", help="MLLM configs: local Qwen2-VL / Qwen2.5-VL checkpoint folder (nothing is downloaded)."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the last epoch checkpoint of the same config."),
     device: str = typer.Option("auto", help="auto | cpu | cuda: moon-lite trains on a CUDA GPU when one is visible."),
+    init: Optional[str] = typer.Option(None, "--init", help="moon-lite: start from these weights instead of random ones (a shipped name such as moon-lite, or a .safetensors path), e.g. to fine-tune the shipped model on your catalog; sets the config's \"init\"."),
 ):
     """Train an encoder on a catalog's train split (tower features are cached once)."""
     from moonsearch.encoder.registry import WEIGHTS_DIR
@@ -205,6 +206,10 @@ def train(
         raise MoonsearchError(f"config {config} trains '{kind}', which this version cannot train (baseline, moon-lite, mllm)")
     if backbone_path is not None and kind != "mllm":
         raise MoonsearchError(f"--backbone-path is for MLLM configs (such as mllm-qwen2vl); {config} trains '{kind}'")
+    if init is not None:
+        if kind != "moon-lite":
+            raise MoonsearchError(f"--init is for moon-lite configs; {config} trains '{kind}'")
+        cfg["init"] = init
     name = cfg.get("name") or Path(config).stem   # not the kind: baseline-heldout must not replace the shipped baseline
     target = out or WEIGHTS_DIR / name
     if kind == "baseline":

@@ -174,3 +174,37 @@ def test_train_cli_bad_configs_are_clear_errors(tmp_path):
                               capture_output=True, text=True, cwd=REPO, timeout=120, env={**os.environ, "COLUMNS": "400"})
         assert done.returncode != 0 and message in done.stderr + done.stdout
         assert "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, "-m", "moonsearch.cli", "train", "--data", str(tmp_path), "--config", "baseline",
+                           "--init", "moon-lite"], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, "COLUMNS": "400"})
+    assert done.returncode != 0 and "--init is for moon-lite configs" in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_a_run_can_start_from_trained_weights(catalog, tmp_path):
+    """`init`: fine-tuning starts from the given weights, and the report names them with their cost."""
+    cache = tmp_path / "cache"
+    first = tmp_path / "first"
+    train_moon(catalog, tiny_config(), first, cache_dir=cache)
+    config = tiny_config(lr=0.0)                                  # lr 0: the weights must stay the loaded ones
+    config["optim"]["epochs"] = 1
+    config["init"] = str(first.with_suffix(".safetensors"))
+    report = train_moon(catalog, config, tmp_path / "continued", cache_dir=cache)
+    assert same(weights_of(tmp_path / "continued"), weights_of(first))
+    assert report["init"]["weights"].startswith("first@") and report["init"]["epochs"] == 2
+    assert report["init"]["wall_seconds"] > 0
+    fresh = tiny_config(lr=0.0)
+    fresh["optim"]["epochs"] = 1
+    train_moon(catalog, fresh, tmp_path / "fresh", cache_dir=cache)
+    assert not same(weights_of(tmp_path / "fresh"), weights_of(first))   # without init: random weights
+
+
+def test_init_weights_of_another_shape_or_kind_are_refused(catalog, tmp_path):
+    from moonsearch.encoder.registry import weights_path
+
+    config = tiny_config()
+    for init, message in [("moon-lite", "has the model"),                       # shipped: dim 192, not 32
+                          (str(weights_path("baseline")), "is not a moon-lite model"),
+                          (str(tmp_path / "absent.safetensors"), "no weights at")]:
+        with pytest.raises(MoonsearchError, match=message):
+            train_moon(catalog, {**config, "init": init}, tmp_path / "nope", cache_dir=tmp_path / "cache")

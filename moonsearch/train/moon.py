@@ -32,6 +32,7 @@ from torch import nn
 
 from moonsearch.encoder.moon import ENRICHED, IMAGE, IMAGE_EXPANDED, OBJECTIVES, TEXT, MoonLite, Segment, pad_tokens
 from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM, Towers
+from moonsearch.errors import MoonsearchError
 from moonsearch.eval.shopper import is_relevant
 from moonsearch.progress import console, progress_bar
 from moonsearch.train.augment import ShopperQuery, shopper_query
@@ -308,6 +309,30 @@ def capped_precision(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> fl
     return float((hits / relevant.sum(1).clamp(min=1, max=top.shape[1])).mean())
 
 
+def starting_weights(init: str, model_config: dict) -> tuple[dict, dict]:
+    """The tensors a fine-tuning run starts from (config key "init": a shipped moon-lite name such
+    as "moon-lite", or a .safetensors path written by `moonsearch train`), and their identity
+    (name@hash, with the epochs and wall time its own report gives) for the report. The architecture must be the config's own: a model can only go on
+    learning in the shape it was trained in."""
+    from moonsearch.encoder.base import file_sha256, read_weights
+    from moonsearch.encoder.registry import weights_path
+
+    path = Path(init) if str(init).endswith(".safetensors") else weights_path(str(init))
+    if not path.is_file():
+        raise MoonsearchError(f"init: no weights at {path} (a shipped moon-lite name or a .safetensors path)")
+    saved, tensors = read_weights(path)
+    if saved.get("training", {}).get("encoder") != "moon-lite":
+        raise MoonsearchError(f"init: {path} is not a moon-lite model, so moon-lite training cannot start from it")
+    if saved["model"] != model_config:
+        raise MoonsearchError(f"init: {path} has the model {saved['model']}, but the config asks for {model_config}")
+    start = {"weights": f"{path.stem}@{file_sha256(path)[:16]}"}
+    earlier = path.with_suffix(".report.json")
+    if earlier.is_file():   # what the starting point itself cost, so the report can give the whole bill
+        prior = json.loads(earlier.read_text())
+        start.update(epochs=len(prior.get("history", [])), wall_seconds=prior.get("wall_seconds", {}).get("total"))
+    return tensors, start
+
+
 def _checkpoint_path(out: Path) -> Path:
     return out.with_suffix(".checkpoint.pt")
 
@@ -321,6 +346,8 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
     under bf16 autocast; batches are assembled on the CPU from the cache on disk.
     `stop_after_epoch` ends the run after that epoch's checkpoint, as an interruption would (tests)."""
     out = prepare_output(out)
+    # checked before the (long) token cache is built: a wrong init should fail at once
+    initial, start = starting_weights(config["init"], config["model"]) if config.get("init") else (None, None)
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)
     np_rng = np.random.default_rng(seed)
@@ -335,7 +362,10 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
     train_rows = train_rows[cache.has_image[train_rows]]
 
     torch.manual_seed(seed)   # again: building the cache (first run only) draws from torch's RNG
-    model = MoonLite(**config["model"]).to(device)
+    model = MoonLite(**config["model"])
+    if initial is not None:
+        model.load_state_dict(initial)
+    model = model.to(device)
     optim_cfg = config["optim"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
     batch_size, steps_per_epoch, total_steps = plan_steps(train_rows, optim_cfg, catalog)
@@ -389,6 +419,7 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
 
     report = {
         "encoder": "moon-lite", "name": config.get("name"), "components": config["components"],
+        **({"init": start} if start else {}),
         "data": {"catalog": str(catalog), "split": config["augment"].get("split", "train"), "products": len(cache),
                  "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
                  "fingerprint": cache.stats.get("fingerprint"), "augmentation": cache.stats},
