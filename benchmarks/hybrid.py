@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=None, help="Only the first N titles (quick runs).")
     parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks/results")
+    parser.add_argument("--name", default="hybrid", help="Result file name: NAME.md and NAME.json.")
     args = parser.parse_args()
 
     from moonsearch.eval.shopper import evaluate_shopper_queries
@@ -59,10 +60,12 @@ def main() -> None:
                      "seconds": round(time.time() - started, 1)})
         print(json.dumps(rows[-1]), flush=True)
     made_by = f"python benchmarks/hybrid.py --index {args.index}" + (f" --limit {args.limit}" if args.limit else "")
+    if args.split != "test":
+        made_by += f" --split {args.split} --queries {args.queries} --name {args.name}"
     result = {"index": str(args.index), "encoder": index.manifest.encoder["id"], "split": args.split,
               "made_by": made_by, "rows": rows}
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "hybrid.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.results_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# Vectors alone vs hybrid (vectors + BM25) through the query layer", "",
              f"Made by `{made_by}` on `{result['encoder']}`, products of the `{args.split}` split "
              f"(shopper queries: {args.queries.name}; title lookup: {rows[0]['title_lookup']['queries']} titles).", "",
@@ -72,7 +75,7 @@ def main() -> None:
         s, t = r["shopper"], r["title_lookup"]
         lines.append(f"| {r['ranking']} | {s['P@10']:.3f} | {s['nDCG@10']:.3f} | {s['R@100']:.3f} | "
                      f"{t['hit@1']:.3f} | {t['MRR']:.3f} | {r['seconds']} |")
-    (args.results_dir / "hybrid.md").write_text("\n".join(lines) + "\n")
+    (args.results_dir / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
