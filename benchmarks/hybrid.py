@@ -59,9 +59,10 @@ def main() -> None:
         rows.append({"ranking": shopper["ranking"], "shopper": shopper["metrics"], "title_lookup": titles,
                      "seconds": round(time.time() - started, 1)})
         print(json.dumps(rows[-1]), flush=True)
-    made_by = f"python benchmarks/hybrid.py --index {args.index}" + (f" --limit {args.limit}" if args.limit else "")
-    if args.split != "test":
-        made_by += f" --split {args.split} --queries {args.queries} --name {args.name}"
+    given = {"--limit": args.limit, "--split": args.split != "test" and args.split,
+             "--queries": args.queries != parser.get_default("queries") and args.queries,
+             "--name": args.name != "hybrid" and args.name}
+    made_by = " ".join([f"python benchmarks/hybrid.py --index {args.index}"] + [f"{k} {v}" for k, v in given.items() if v])
     result = {"index": str(args.index), "encoder": index.manifest.encoder["id"], "split": args.split,
               "made_by": made_by, "rows": rows}
     args.results_dir.mkdir(parents=True, exist_ok=True)

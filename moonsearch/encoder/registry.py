@@ -16,6 +16,11 @@ def weights_path(name: str) -> Path:
     return WEIGHTS_DIR / f"{name}.safetensors"
 
 
+def weights_file(name: str) -> Path:
+    """A shipped encoder's weights by name, or weights written by `moonsearch train`, by path."""
+    return Path(name) if str(name).endswith(".safetensors") else weights_path(name)
+
+
 def available_encoders() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
 
@@ -33,9 +38,8 @@ def load_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu", weights: Path
         from moonsearch.encoder.mllm import MLLMEncoder
 
         return MLLMEncoder.load(folder, device=device)
-    if name.endswith(".safetensors"):   # weights written by `moonsearch train`, named by path
-        weights = Path(name)
-    path = Path(weights) if weights else weights_path(name)
+    # a .safetensors name is the weights themselves (`moonsearch train` output, named by path)
+    path = weights_file(name) if name.endswith(".safetensors") or not weights else Path(weights)
     if not path.is_file():
         known = ", ".join(available_encoders()) or "none"
         raise MoonsearchError(f"no weights for encoder '{name}' at {path} (shipped encoders: {known})")

@@ -312,12 +312,13 @@ def capped_precision(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> fl
 def starting_weights(init: str, model_config: dict) -> tuple[dict, dict]:
     """The tensors a fine-tuning run starts from (config key "init": a shipped moon-lite name such
     as "moon-lite", or a .safetensors path written by `moonsearch train`), and their identity
-    (name@hash, with the epochs and wall time its own report gives) for the report. The architecture must be the config's own: a model can only go on
-    learning in the shape it was trained in."""
+    (name@hash, with the epochs and wall time its own report gives) for the report. The
+    architecture must be the config's own: a model can only go on learning in its own shape."""
     from moonsearch.encoder.base import file_sha256, read_weights
-    from moonsearch.encoder.registry import weights_path
+    from moonsearch.encoder.registry import weights_file
+    from moonsearch.jsonfiles import read_json
 
-    path = Path(init) if str(init).endswith(".safetensors") else weights_path(str(init))
+    path = weights_file(str(init))
     if not path.is_file():
         raise MoonsearchError(f"init: no weights at {path} (a shipped moon-lite name or a .safetensors path)")
     saved, tensors = read_weights(path)
@@ -328,7 +329,7 @@ def starting_weights(init: str, model_config: dict) -> tuple[dict, dict]:
     start = {"weights": f"{path.stem}@{file_sha256(path)[:16]}"}
     earlier = path.with_suffix(".report.json")
     if earlier.is_file():   # what the starting point itself cost, so the report can give the whole bill
-        prior = json.loads(earlier.read_text())
+        prior = read_json(earlier, "training report")
         start.update(epochs=len(prior.get("history", [])), wall_seconds=prior.get("wall_seconds", {}).get("total"))
     return tensors, start
 
