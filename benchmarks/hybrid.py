@@ -1,7 +1,8 @@
 """Vectors alone against hybrid search (vectors + BM25, reciprocal rank fusion), through an index.
 
 Two workloads, both over one split of the index (the `test` split of ../shared/data/myntra by
-default) and both ranked by `ProductIndex.search` exactly as `moonsearch query [--hybrid]` does:
+default) and both ranked by `ProductIndex.search` exactly as `moonsearch query --vectors` / `--hybrid` do
+(hybrid is the default of text queries, chosen with this script on held-out products):
 - shopper queries with relevance rules (`moonsearch eval shopper`): P@10, nDCG@10, R@100;
 - exact-title lookup: every product's title as the query; the product and every product with
   the identical title are the right answers (the t2mm task of benchmarks/README.md): hit@1 (the

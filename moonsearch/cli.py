@@ -95,25 +95,34 @@ def query(
     k: int = typer.Option(10, "--k", min=1, help="How many products to return."),
     filters: List[str] = typer.Option([], "--filter", help="field=value, field=a,b, field!=v, field<n, field>=n; repeatable."),
     view: str = typer.Option("mm", "--view", help="mm (products) | image | text."),
-    hybrid: bool = typer.Option(False, "--hybrid", help="Fuse the vectors' ranking with BM25 keyword matches of "
-                                "the query text (exact names, brands, codes); scores become fusion scores."),
+    hybrid: Optional[bool] = typer.Option(None, "--hybrid/--vectors", show_default=False,
+                                          help="--hybrid fuses the vectors' ranking with BM25 keyword matches of the "
+                                          "query text (exact names, brands, codes; scores become fusion scores); "
+                                          "--vectors ranks by cosine similarity alone. [default: hybrid for a "
+                                          "text-only query on the mm view, vectors otherwise]"),
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ):
     """Find products by text, by image, or by both."""
-    from moonsearch.search.searcher import ProductIndex
+    from moonsearch.search.searcher import HYBRID, ProductIndex
 
     _one_thread()
 
     searcher = ProductIndex.open(index_path or default_index(), device=device)
-    hits = searcher.search(text=text, image=image, k=k, filters=filters, view=view, hybrid=hybrid)
+    ranking = searcher.ranking(text, image, view, hybrid)
+    if ranking.note:
+        console.print(f"[yellow]{ranking.note}[/]")
+    hits = searcher.search(text=text, image=image, k=k, filters=filters, view=view, hybrid=ranking.kind == HYBRID)
     if as_json:
         sys.stdout.write(json.dumps([h.to_json() for h in hits], ensure_ascii=False, indent=2) + "\n")
         return
     if not hits:
         out_console.print("no products match")
         return
-    out_console.print(_hits_table(hits, searcher.manifest.display_fields))
+    table = _hits_table(hits, searcher.manifest.display_fields)
+    table.caption = (f"ranked by {ranking.name}: scores are reciprocal-rank fusion scores (--vectors: cosines)"
+                     if ranking.kind == HYBRID else "ranked by vectors: scores are cosine similarities")
+    out_console.print(table)
 
 
 @app.command(name="explain")
@@ -180,7 +189,8 @@ def info(
     fields = ", ".join(f"{k} ({n})" for k, n in details["filterable_fields"][:25])
     more = len(details["filterable_fields"]) - 25
     table.add_row("filters", fields + (f", ... {more} more" if more > 0 else ""))
-    table.add_row("keyword index", "yes (--hybrid)" if details["keyword_index"] else "no: rebuild to use --hybrid")
+    table.add_row("keyword index", "yes (hybrid ranking)" if details["keyword_index"]
+                  else "no: text queries rank by vectors only; rebuild for hybrid ranking")
     table.add_row("skip report", str(details["skip_report"]))
     out_console.print(table)
 
@@ -250,7 +260,9 @@ def evaluate(
     results_dir: Path = typer.Option(Path("benchmarks/results"), "--results-dir"),
     floors: Optional[Path] = typer.Option(None, "--floors", help="Fail (exit 1) when a metric is below its floor here."),
     index_path: Optional[Path] = typer.Option(None, "--index", help="shopper: the index of ../shared/data/myntra."),
-    hybrid: bool = typer.Option(False, "--hybrid", help="shopper: rank as `query --hybrid` does (vectors + BM25)."),
+    hybrid: Optional[bool] = typer.Option(None, "--hybrid/--vectors", show_default=False,
+                                          help="shopper: rank by vectors + BM25 or by vectors alone [default: as "
+                                          "`query` ranks these text queries: hybrid]."),
     as_json: bool = typer.Option(False, "--json"),
     per_query: bool = typer.Option(False, "--per-query", help="Show each shopper query's scores (worst first) "
                                    "and keep them in the results JSON."),
@@ -276,8 +288,8 @@ def evaluate(
         if per_query and not as_json:
             out_console.print(_per_query_table(rows, f"shopper / {result['encoder']}"))
         return
-    if hybrid:
-        raise MoonsearchError("--hybrid ranks through an index: it applies to `eval shopper` only")
+    if hybrid is not None:
+        raise MoonsearchError("--hybrid and --vectors rank through an index: `eval shopper` only")
     data = data or (Path("../shared/data/myntra") if protocol in ("myntra", "myntra-val") else None)
     if data is None:
         raise MoonsearchError(f"{protocol}: pass --data PATH (the dataset's official layout on disk)")

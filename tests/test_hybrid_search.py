@@ -1,4 +1,5 @@
-"""Hybrid search: the vectors' ranking fused with BM25 keyword matches (reciprocal rank fusion)."""
+"""Hybrid search: the vectors' ranking fused with BM25 keyword matches (reciprocal rank fusion),
+the default ranking of text-only product queries."""
 
 import json
 import shutil
@@ -60,11 +61,45 @@ def test_hybrid_needs_query_text(sample_index):
         index.search(text="  ", image=image, hybrid=True)
 
 
+def test_text_only_product_queries_rank_hybrid_by_default(sample_index):
+    _, index = sample_index
+    default = index.search(text="wayfarer", k=10)
+    assert [(h.id, h.score) for h in default] == [(h.id, h.score) for h in index.search(text="wayfarer", k=10, hybrid=True)]
+    assert {h.ranking for h in default} == {"hybrid"}
+    vectors = index.search(text="wayfarer", k=10, hybrid=False)
+    assert {h.ranking for h in vectors} == {"vectors"}
+    # cosines of unit vectors against fusion scores, which are at most 2 / (RRF_CONSTANT + 1)
+    assert vectors[0].score > 2 / (RRF_CONSTANT + 1) >= default[0].score
+
+
+def test_image_queries_and_named_views_rank_by_vectors_by_default(sample_index):
+    _, index = sample_index
+    image = next(SAMPLE_CATALOG.glob("images/*.jpg"))
+    assert index.ranking(text="wayfarer").kind == "hybrid" and index.ranking(text="wayfarer").note is None
+    for query in [dict(image=image), dict(text="wayfarer", image=image), dict(text="wayfarer", view="text"),
+                  dict(text="wayfarer", view="image")]:
+        assert index.ranking(**query).kind == "vectors", query
+        hits = index.search(k=5, **query)
+        assert {h.ranking for h in hits} == {"vectors"}
+        assert [h.id for h in hits] == [h.id for h in index.search(k=5, hybrid=False, **query)]
+
+
 def test_cli_hybrid_query(sample_index):
     summary, _ = sample_index
     result = cli("query", "wayfarer", "--index", str(summary.out), "--hybrid", "--json", "--k", "3", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert {h["id"] for h in json.loads(result.stdout)} == {r["id"] for r in records_with_word("wayfarer")}
+    assert {h["ranking"] for h in json.loads(result.stdout)} == {"hybrid"}
+
+
+def test_cli_says_what_the_scores_are(sample_index):
+    summary, _ = sample_index
+    default = cli("query", "wayfarer", "--index", str(summary.out), "--k", "3", "--device", "cpu")
+    assert default.returncode == 0 and "reciprocal-rank fusion" in default.stdout, default.stderr
+    vectors = cli("query", "wayfarer", "--index", str(summary.out), "--vectors", "--json", "--k", "3", "--device", "cpu")
+    assert {h["ranking"] for h in json.loads(vectors.stdout)} == {"vectors"}
+    table = cli("query", "wayfarer", "--index", str(summary.out), "--vectors", "--k", "3", "--device", "cpu")
+    assert table.returncode == 0 and "cosine similarities" in table.stdout
 
 
 def test_index_without_keyword_index_is_a_clear_error(sample_index, tmp_path, encoder):
@@ -78,9 +113,14 @@ def test_index_without_keyword_index_is_a_clear_error(sample_index, tmp_path, en
     con.close()
     index = ProductIndex.open(old, device="cpu", encoder=encoder)
     assert not index.info()["keyword_index"] and sample_index[1].info()["keyword_index"]
-    assert index.search(text="wayfarer", k=3)
+    fallback = index.ranking(text="wayfarer")
+    assert fallback.kind == "vectors" and "rebuild" in fallback.note
+    assert [h.id for h in index.search(text="wayfarer", k=3)] == [h.id for h in index.search(text="wayfarer", k=3, hybrid=False)]
     with pytest.raises(IndexFormatError, match="no keyword index"):
         index.search(text="wayfarer", k=3, hybrid=True)
     index.close()
     result = cli("query", "wayfarer", "--index", str(old), "--hybrid")
     assert result.returncode == 2 and "rebuild" in result.stderr and "Traceback" not in result.stderr
+    result = cli("query", "wayfarer", "--index", str(old), "--json")     # the default says it fell back
+    assert result.returncode == 0 and "no keyword index" in result.stderr
+    assert {h["ranking"] for h in json.loads(result.stdout)} == {"vectors"}

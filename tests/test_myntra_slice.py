@@ -77,6 +77,22 @@ def test_text_plus_image_query_and_filters(myntra_slice):
     assert all(h.attributes["gender"] == "Men" and h.attributes["price"] < 1000 for h in hits)
 
 
+def test_cli_eval_shopper_ranks_as_asked(myntra_slice):
+    """`eval shopper --vectors` scores the encoder's own ranking, as the API's hybrid=False does."""
+    from moonsearch.eval.shopper import evaluate_shopper_queries
+
+    from conftest import SHOPPER_QUERIES
+
+    _, summary, index = myntra_slice
+    result = subprocess.run([sys.executable, "-m", "moonsearch.cli", "eval", "shopper", "--index", str(summary.out),
+                             "--queries", str(SHOPPER_QUERIES), "--vectors", "--json", "--device", "cpu"],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    scored = json.loads(result.stdout)
+    assert scored["ranking"] == "vectors"
+    assert scored["metrics"] == evaluate_shopper_queries(index, SHOPPER_QUERIES, hybrid=False)["metrics"]
+
+
 def test_cli_json_query_on_real_products(myntra_slice):
     _, summary, _ = myntra_slice
     result = subprocess.run([sys.executable, "-m", "moonsearch.cli", "query", "black watch", "--index",
@@ -95,7 +111,7 @@ def test_shopper_evaluation_through_the_index(myntra_slice):
     from conftest import SHOPPER_QUERIES
 
     records, _, index = myntra_slice
-    result = evaluate_shopper_queries(index, SHOPPER_QUERIES)
+    result = evaluate_shopper_queries(index, SHOPPER_QUERIES, hybrid=False)
     assert result["queries"] == 50 and result["products"] == SLICE
     assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
     assert len(result["per_query"]["shopper"]) == 50          # each query's own scores, worst first
@@ -107,3 +123,6 @@ def test_shopper_evaluation_through_the_index(myntra_slice):
     hybrid = evaluate_shopper_queries(index, SHOPPER_QUERIES, hybrid=True)
     assert hybrid["ranking"].startswith("hybrid") and result["ranking"] == "vectors"
     assert hybrid["products"] == SLICE and hybrid["metrics"]["MRR"] > 0.5
+    # by default the queries are ranked as `moonsearch query` ranks text: hybrid
+    assert {k: v for k, v in evaluate_shopper_queries(index, SHOPPER_QUERIES).items() if k != "per_query"} == \
+        {k: v for k, v in hybrid.items() if k != "per_query"}

@@ -134,14 +134,15 @@ def test_eval_with_a_mistyped_queries_file_fails_instead_of_dropping_the_task(sp
     assert not (tmp_path / "results" / "myntra-bm25-title.json").exists()
 
 
-def test_eval_hybrid_outside_shopper_is_refused_before_any_work(split_catalog, tmp_path):
+@pytest.mark.parametrize("ranking", ["--hybrid", "--vectors"])
+def test_eval_ranking_outside_shopper_is_refused_before_any_work(split_catalog, tmp_path, ranking):
     import subprocess
     import sys
 
     from conftest import REPO
 
     done = subprocess.run([sys.executable, "-m", "moonsearch.cli", "eval", "myntra", "--data", str(split_catalog),
-                           "--encoder", "bm25-title", "--hybrid", "--results-dir", str(tmp_path / "results")],
+                           "--encoder", "bm25-title", ranking, "--results-dir", str(tmp_path / "results")],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert done.returncode == 2 and "eval shopper" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "results").exists()

@@ -2,7 +2,8 @@
 
     python benchmarks/speed/query_latency.py --index indexes/myntra [--image some.jpg] [--repeat 50]
 
-Prints p50/p95 in milliseconds for text, image, text+image, filtered and hybrid queries.
+Prints p50/p95 in milliseconds for text queries (hybrid, the default, and vectors alone), image,
+text+image and filtered queries.
 """
 
 from __future__ import annotations
@@ -46,13 +47,13 @@ def main() -> None:
     index = moonsearch.open_index(args.index, device="cpu")
     image = args.image or next(h.image for h in index.search(text="shirt", k=50) if h.image)
     cases = {
-        "text": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10),
+        "text, vectors": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10, hybrid=False),
         "image": lambda i: index.search(image=image, k=10),
         "text+image": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], image=image, k=10),
-        "text, filtered": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10,
-                                                 filters=["gender=Men", "price<1000"]),
-        "text, hybrid": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10, hybrid=True),
-        "filtered hybrid": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10,
+        "filtered vectors": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10,
+                                                   filters=["gender=Men", "price<1000"], hybrid=False),
+        "text (hybrid)": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10, hybrid=True),
+        "filtered text": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10,
                                                   filters=["gender=Men", "price<1000"], hybrid=True),
     }
     print(f"index {args.index}: {index.manifest.counts['products']} products, {index.manifest.index_type}")

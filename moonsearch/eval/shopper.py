@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from moonsearch.errors import MoonsearchError
 from moonsearch.jsonfiles import read_jsonl
 from moonsearch.eval.metrics import ndcg_at_k, precision_at_k, ranking_metrics, recall_at_k
+from moonsearch.search.searcher import HYBRID
 
 K = 100
 
@@ -35,6 +36,8 @@ def load_queries(path: Path) -> list[dict]:
     for n, query in enumerate(queries, start=1):
         if not isinstance(query.get("query"), str) or not isinstance(query.get("match"), dict):
             raise MoonsearchError(f"shopper queries: {path} entry {n} needs \"query\" (text) and \"match\" (a rule object)")
+    if not queries:
+        raise MoonsearchError(f"shopper queries: {path} holds no queries")
     return queries
 
 
@@ -51,15 +54,17 @@ def per_query_scores(queries: list[dict], rankings: list, relevants: list) -> li
     return sorted(rows, key=lambda r: (r["P@10"] is not None, r["P@10"] or 0.0, r["nDCG@10"] or 0.0))
 
 
-def evaluate_shopper_queries(index, queries_path: Path, split: str = "test", hybrid: bool = False) -> dict:
-    """P@10, nDCG@10, R@100 and MRR of `index` on the queries, over products of `split`
-    (`hybrid`: ranked by vectors and BM25 fused, as `query --hybrid`)."""
+def evaluate_shopper_queries(index, queries_path: Path, split: str = "test", hybrid: bool | None = None) -> dict:
+    """P@10, nDCG@10, R@100 and MRR of `index` on the queries, over products of `split`,
+    ranked as `moonsearch query` ranks text queries (`hybrid` True / False: vectors and BM25
+    fused / vectors alone, as `query --hybrid` / `--vectors`)."""
     queries = load_queries(queries_path)
     filters = [f"split={split}"]
     products = index.store.products(index.allowed_rows(filters, "mm"))
+    ranking = index.ranking(text=queries[0]["query"], hybrid=hybrid)   # every query is text on the mm view
     rankings, relevants = [], []
     for q in queries:
-        hits = index.search(text=q["query"], k=K, filters=filters, hybrid=hybrid)
+        hits = index.search(text=q["query"], k=K, filters=filters, hybrid=ranking.kind == HYBRID)
         rankings.append([h.id for h in hits])
         relevants.append({p["id"] for p in products if is_relevant(p["attributes"], q["match"])})
     metrics = ranking_metrics(rankings, relevants, ks=(10, 100))
@@ -67,6 +72,7 @@ def evaluate_shopper_queries(index, queries_path: Path, split: str = "test", hyb
         "queries": len(queries), "split": split, "products": len(products),
         "metrics": {"P@10": metrics["P@10"], "nDCG@10": metrics["nDCG@10"], "R@100": metrics["R@100"],
                     "MRR": metrics["MRR"]},
-        "encoder": index.manifest.encoder["id"], "ranking": "hybrid (vectors + BM25)" if hybrid else "vectors",
+        "encoder": index.manifest.encoder["id"], "ranking": ranking.name,
+        **({"note": ranking.note} if ranking.note else {}),
         "per_query": {"shopper": per_query_scores(queries, rankings, relevants)},
     }

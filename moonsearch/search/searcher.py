@@ -2,7 +2,9 @@
 
 Filters are resolved to allowed rows in DuckDB first, then handed to FAISS, so a filtered
 query returns k hits whenever k products match instead of post-filtering a short list.
-`hybrid` adds BM25 over the product text and fuses the two rankings by reciprocal rank.
+Hybrid ranking adds BM25 over the product text and fuses the two rankings by reciprocal rank;
+it is the default for text-only product queries because it ranked shopper queries and exact
+titles better on held-out products (benchmarks/results/hybrid-val.md).
 """
 
 from __future__ import annotations
@@ -27,6 +29,19 @@ from moonsearch.store.manifest import Manifest
 from moonsearch.store.metadata import MetadataStore
 
 HYBRID_DEPTH = 100   # candidates each retriever hands to the fusion (k if larger)
+HYBRID, VECTORS = "hybrid", "vectors"
+RANKING_NAMES = {HYBRID: "hybrid (vectors + BM25)", VECTORS: "vectors"}
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How `search` ranks a query, and a note for the user when the default had to fall back."""
+    kind: str                 # HYBRID or VECTORS
+    note: str | None = None
+
+    @property
+    def name(self) -> str:
+        return RANKING_NAMES[self.kind]
 
 
 @dataclass(frozen=True)
@@ -38,10 +53,11 @@ class Hit:
     image: str | None
     attributes: dict
     row: int
+    ranking: str = VECTORS    # what the score is: a cosine (vectors) or a fusion score (hybrid)
 
     def to_json(self) -> dict:
-        return {"rank": self.rank, "score": round(self.score, 6), "id": self.id, "title": self.title,
-                "image": self.image, "attributes": self.attributes}
+        return {"rank": self.rank, "score": round(self.score, 6), "ranking": self.ranking, "id": self.id,
+                "title": self.title, "image": self.image, "attributes": self.attributes}
 
 
 def load_query_image(image: Image.Image | str | Path) -> Image.Image:
@@ -66,6 +82,7 @@ class ProductIndex:
         self._encoder = encoder
         self._views: dict = {}
         self._rows_with_image = None
+        self._keyword_index: bool | None = None
 
     @classmethod
     def open(cls, folder: Path | str, device: str = "auto", encoder: Encoder | None = None) -> "ProductIndex":
@@ -112,30 +129,55 @@ class ProductIndex:
             allowed = self._rows_with_image if allowed is None else np.intersect1d(allowed, self._rows_with_image)
         return allowed
 
-    def search(self, text: str | None = None, image: Image.Image | str | Path | None = None, k: int = 10,
-               filters: Sequence[Filter | str] = (), view: str = "mm", hybrid: bool = False) -> list[Hit]:
-        """Top-k products for the query; `view` picks the multimodal, image or text vectors.
-        `hybrid` fuses them with BM25 keyword matches of the query text; a hit's score is then
-        its reciprocal-rank-fusion score, not a cosine similarity."""
-        if k < 1:
-            raise MoonsearchError("k must be at least 1")
+    def has_keyword_index(self) -> bool:
+        if self._keyword_index is None:
+            self._keyword_index = self.store.has_keyword_index()
+        return self._keyword_index
+
+    def ranking(self, text: str | None = None, image: Image.Image | str | Path | None = None, view: str = "mm",
+                hybrid: bool | None = None) -> Ranking:
+        """What `search` ranks by. True and False ask for hybrid or vectors; None (the default)
+        takes hybrid for a text-only query on the product (mm) vectors, where it was measured
+        better, and vectors for image queries and for the image / text views, which ask for one
+        kind of vector by name. An index built before keyword search existed falls back to
+        vectors, with a note saying so."""
         keywords = text.strip() if isinstance(text, str) else ""
         if hybrid and not keywords:
             raise MoonsearchError("hybrid search needs a query text: its keywords are what BM25 matches")
+        if hybrid is not None:
+            return Ranking(HYBRID if hybrid else VECTORS)
+        if not keywords or image is not None or view != "mm":
+            return Ranking(VECTORS)
+        if not self.has_keyword_index():
+            return Ranking(VECTORS, "this index has no keyword index (built by an older moonsearch): ranked by "
+                                    "vectors only; rebuild it with `moonsearch index` for hybrid ranking")
+        return Ranking(HYBRID)
+
+    def search(self, text: str | None = None, image: Image.Image | str | Path | None = None, k: int = 10,
+               filters: Sequence[Filter | str] = (), view: str = "mm", hybrid: bool | None = None) -> list[Hit]:
+        """Top-k products for the query; `view` picks the multimodal, image or text vectors.
+        Hybrid ranking (see `ranking`; `hybrid` None chooses) fuses the vectors' ranking with
+        BM25 keyword matches of the query text; a hit's score is then its reciprocal-rank-fusion
+        score, not a cosine similarity."""
+        if k < 1:
+            raise MoonsearchError("k must be at least 1")
+        ranking = self.ranking(text, image, view, hybrid).kind
+        fused = ranking == HYBRID
         index = self._view(view)
         allowed = self.allowed_rows(filters, view)
         query = self.embed_query(text, image)
-        depth = max(k, HYBRID_DEPTH) if hybrid else k
+        depth = max(k, HYBRID_DEPTH) if fused else k
         scores, rows = faiss_vectors.search(index, query, depth, allowed)
         pairs = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
-        if hybrid:
-            matches = self.store.keyword_rows(keywords, depth, allowed)
-            fused = reciprocal_rank_fusion([[r for _, r in pairs], [r for r, _ in matches]])
-            pairs = [(score, row) for row, score in fused[:k]]
+        if fused:
+            matches = self.store.keyword_rows(text.strip(), depth, allowed)
+            merged = reciprocal_rank_fusion([[r for _, r in pairs], [r for r, _ in matches]])
+            pairs = [(score, row) for row, score in merged[:k]]
         records = self.store.products([r for _, r in pairs])
         return [
             Hit(rank=i + 1, score=score, id=rec["id"], title=rec["title"],
-                image=rec["images"][0] if rec["images"] else None, attributes=rec["attributes"], row=row)
+                image=rec["images"][0] if rec["images"] else None, attributes=rec["attributes"], row=row,
+                ranking=ranking)
             for i, ((score, row), rec) in enumerate(zip(pairs, records))
         ]
 
@@ -144,7 +186,7 @@ class ProductIndex:
         return {
             "path": str(self.folder), "manifest": self.manifest.__dict__,
             "filterable_fields": self.store.attribute_keys(),
-            "keyword_index": self.store.has_keyword_index(),   # False: built before --hybrid existed
+            "keyword_index": self.has_keyword_index(),   # False: built before hybrid ranking existed
             "skip_report": str(skipped) if skipped.exists() else None,
         }
 

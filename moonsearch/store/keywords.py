@@ -1,7 +1,7 @@
 """Keyword (BM25) search over the product text, with DuckDB's full-text extension.
 
 Dense vectors find what a query means; exact words (a model name, a brand, a style code) are
-what BM25 is good at, so `search --hybrid` fuses both. The extension comes from the
+what BM25 is good at, so hybrid search fuses both. The extension comes from the
 `duckdb-extension-fts` package and is loaded from its file: nothing is downloaded.
 """
 
