@@ -269,7 +269,8 @@ def evaluate(
     device: str = typer.Option("auto", help="auto | cpu | cuda (the encoders; rankings are exact, in numpy)."),
 ):
     """Score encoders on a benchmark protocol; write results JSON and a side-by-side table."""
-    from moonsearch.eval.runner import check_floors, load_floors, run_protocol, write_result, write_table
+    from moonsearch.eval.runner import (check_distinct_labels, check_floors, load_floors, run_protocol, write_result,
+                                        write_table)
     from moonsearch.index.device import placement_for
 
     if protocol == "shopper":
@@ -290,6 +291,7 @@ def evaluate(
         return
     if hybrid is not None:
         raise MoonsearchError("--hybrid and --vectors rank through an index: `eval shopper` only")
+    check_distinct_labels(protocol, encoders)
     data = data or (Path("../shared/data/myntra") if protocol in ("myntra", "myntra-val") else None)
     if data is None:
         raise MoonsearchError(f"{protocol}: pass --data PATH (the dataset's official layout on disk)")

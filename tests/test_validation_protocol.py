@@ -146,3 +146,25 @@ def test_eval_ranking_outside_shopper_is_refused_before_any_work(split_catalog, 
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert done.returncode == 2 and "eval shopper" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "results").exists()
+
+
+def test_eval_refuses_two_encoders_that_would_share_a_results_file(tmp_path):
+    """The shipped default and a trained runs/.../moon-lite.safetensors are both "moon-lite": the
+    second result would overwrite the first, so the run is refused before any work."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from moonsearch.eval.runner import check_distinct_labels, result_label
+
+    trained = tmp_path / "run" / "moon-lite.safetensors"
+    assert result_label("default") == result_label(str(trained)) == "moon-lite"
+    assert result_label(str(tmp_path / "candidate.safetensors")) == "candidate"
+    check_distinct_labels("myntra-val", ["default", str(tmp_path / "candidate.safetensors"), "baseline"])
+    with pytest.raises(MoonsearchError, match="myntra-val-moon-lite.json"):
+        check_distinct_labels("myntra-val", ["default", str(trained)])
+    done = subprocess.run([sys.executable, "-m", "moonsearch.cli", "eval", "myntra-val", "--data", str(tmp_path),
+                           "--encoder", "default", "--encoder", str(trained), "--results-dir", str(tmp_path / "results")],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 2 and "own name" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "results").exists()

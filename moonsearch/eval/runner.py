@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from moonsearch.encoder.registry import DEFAULT_ENCODER
 from moonsearch.errors import MoonsearchError
 from moonsearch.eval.references import load_system
 from moonsearch.jsonfiles import read_json
@@ -22,6 +23,28 @@ TABLE_METRICS = {
     "t2i": ("R@1", "R@10"), "i2t": ("R@1", "R@10"), "classification": ("acc",),
     "attribute": ("acc",), "shopper": ("P@10", "nDCG@10", "R@100"),
 }
+
+
+def result_label(system_name: str) -> str:
+    """The name a system's results are written under: a shipped or reference system by its name,
+    a trained weights file or MLLM folder by its own file or folder name."""
+    if system_name in ("default", ""):
+        return DEFAULT_ENCODER
+    path = Path(system_name)
+    if system_name.endswith(".safetensors"):
+        return path.stem
+    return path.name if (path / "moonsearch.json").is_file() else system_name
+
+
+def check_distinct_labels(protocol: str, system_names: list[str]) -> None:
+    """Refuse, before any work, systems whose results would overwrite each other's file (the
+    shipped default and a trained `runs/x/moon-lite.safetensors`, say)."""
+    labels = [result_label(name) for name in system_names]
+    for label in dict.fromkeys(labels):
+        clashing = [name for name, other in zip(system_names, labels) if other == label]
+        if len(clashing) > 1:
+            raise MoonsearchError(f"{' and '.join(clashing)} would both be written as {protocol}-{label}.json: "
+                                  "give each trained weights file its own name")
 
 
 def run_protocol(protocol: str, system_name: str, data: Path, limit: int | None = None,
@@ -56,10 +79,7 @@ def run_protocol(protocol: str, system_name: str, data: Path, limit: int | None 
                   "metrics": {k: v for k, v in result.items() if k != "counts"},
                   "counts": result.get("counts", {})}
     result["seconds"] = round(time.time() - started, 1)
-    if system_name.endswith(".safetensors"):   # a trained model's file: named by its stem
-        result["encoder"] = Path(system_name).stem
-    elif system_name not in ("default", ""):
-        result["encoder"] = system_name
+    result["encoder"] = result_label(system_name)
     return result
 
 
