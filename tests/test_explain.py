@@ -339,7 +339,7 @@ def test_python_api_on_an_index_gives_the_search_score(tiny_indexes):
 
     index = ProductIndex.open(tiny_indexes / "moon-lite", device="cpu")
     try:
-        hit = next(h for h in index.search(text="red dress", k=12) if h.id == "P005")
+        hit = next(h for h in index.search(text="red dress", k=12, hybrid=False) if h.id == "P005")
         result = explain(index, "P005", text="red dress")
         exact = explain(index, "P005", text="red dress", method="decomposition")
     finally:
