@@ -94,9 +94,14 @@ def shipped_label(name: str) -> str:
     from moonsearch.encoder.registry import weights_path
 
     training = json.loads(weights_path(name).with_suffix(".json").read_text())["training"]
-    products = json.loads(weights_path(name).with_suffix(".report.json").read_text())["data"]["products"]
+    report = json.loads(weights_path(name).with_suffix(".report.json").read_text())
     off = [WHAT_IS_OFF[VARIANT_OF[key]].split(" (")[0] for key, on in training["components"].items() if not on]
-    return ", ".join(["shipped", *off, f"{training['optim']['epochs']} ep", f"{products:,} products"])
+    epochs = f"{training['optim']['epochs']} ep"
+    if training["loss"].get("omega_mix", 0.5) != 0.5:   # the configs' value, the ablation's too
+        epochs += f" at omega_mix {training['loss']['omega_mix']}"
+    if "init" in report:   # trained on from other weights: their epochs come first
+        epochs = f"{report['init']['epochs']} ep + {epochs}"
+    return ", ".join(["shipped", *off, epochs, f"{report['data']['products']:,} products"])
 
 
 def main() -> None:
