@@ -53,7 +53,7 @@ def main() -> None:
         "filtered vectors": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10,
                                                    filters=["gender=Men", "price<1000"], hybrid=False),
         "text (hybrid)": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10, hybrid=True),
-        "filtered text": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10,
+        "filtered hybrid": lambda i: index.search(text=TEXT_QUERIES[i % len(TEXT_QUERIES)], k=10,
                                                   filters=["gender=Men", "price<1000"], hybrid=True),
     }
     print(f"index {args.index}: {index.manifest.counts['products']} products, {index.manifest.index_type}")
