@@ -104,7 +104,7 @@ def query(
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ):
     """Find products by text, by image, or by both."""
-    from moonsearch.search.searcher import HYBRID, ProductIndex
+    from moonsearch.search.searcher import ProductIndex
 
     _one_thread()
 
@@ -112,7 +112,7 @@ def query(
     ranking = searcher.ranking(text, image, view, hybrid)
     if ranking.note:
         console.print(f"[yellow]{ranking.note}[/]")
-    hits = searcher.search(text=text, image=image, k=k, filters=filters, view=view, hybrid=ranking.kind == HYBRID)
+    hits = searcher.search(text=text, image=image, k=k, filters=filters, view=view, hybrid=ranking.hybrid)
     if as_json:
         sys.stdout.write(json.dumps([h.to_json() for h in hits], ensure_ascii=False, indent=2) + "\n")
         return
@@ -121,7 +121,7 @@ def query(
         return
     table = _hits_table(hits, searcher.manifest.display_fields)
     table.caption = (f"ranked by {ranking.name}: scores are reciprocal-rank fusion scores (--vectors: cosines)"
-                     if ranking.kind == HYBRID else "ranked by vectors: scores are cosine similarities")
+                     if ranking.hybrid else "ranked by vectors: scores are cosine similarities")
     out_console.print(table)
 
 

@@ -13,7 +13,6 @@ from typing import Any, Mapping
 from moonsearch.errors import MoonsearchError
 from moonsearch.jsonfiles import read_jsonl
 from moonsearch.eval.metrics import ndcg_at_k, precision_at_k, ranking_metrics, recall_at_k
-from moonsearch.search.searcher import HYBRID
 
 K = 100
 
@@ -64,7 +63,7 @@ def evaluate_shopper_queries(index, queries_path: Path, split: str = "test", hyb
     ranking = index.ranking(text=queries[0]["query"], hybrid=hybrid)   # every query is text on the mm view
     rankings, relevants = [], []
     for q in queries:
-        hits = index.search(text=q["query"], k=K, filters=filters, hybrid=ranking.kind == HYBRID)
+        hits = index.search(text=q["query"], k=K, filters=filters, hybrid=ranking.hybrid)
         rankings.append([h.id for h in hits])
         relevants.append({p["id"] for p in products if is_relevant(p["attributes"], q["match"])})
     metrics = ranking_metrics(rankings, relevants, ks=(10, 100))

@@ -43,6 +43,11 @@ class Ranking:
     def name(self) -> str:
         return RANKING_NAMES[self.kind]
 
+    @property
+    def hybrid(self) -> bool:
+        """The `hybrid` argument that asks `search` for this ranking outright."""
+        return self.kind == HYBRID
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -161,15 +166,14 @@ class ProductIndex:
         score, not a cosine similarity."""
         if k < 1:
             raise MoonsearchError("k must be at least 1")
-        ranking = self.ranking(text, image, view, hybrid).kind
-        fused = ranking == HYBRID
+        ranking = self.ranking(text, image, view, hybrid)
         index = self._view(view)
         allowed = self.allowed_rows(filters, view)
         query = self.embed_query(text, image)
-        depth = max(k, HYBRID_DEPTH) if fused else k
+        depth = max(k, HYBRID_DEPTH) if ranking.hybrid else k
         scores, rows = faiss_vectors.search(index, query, depth, allowed)
         pairs = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
-        if fused:
+        if ranking.hybrid:
             matches = self.store.keyword_rows(text.strip(), depth, allowed)
             merged = reciprocal_rank_fusion([[r for _, r in pairs], [r for r, _ in matches]])
             pairs = [(score, row) for row, score in merged[:k]]
@@ -177,7 +181,7 @@ class ProductIndex:
         return [
             Hit(rank=i + 1, score=score, id=rec["id"], title=rec["title"],
                 image=rec["images"][0] if rec["images"] else None, attributes=rec["attributes"], row=row,
-                ranking=ranking)
+                ranking=ranking.kind)
             for i, ((score, row), rec) in enumerate(zip(pairs, records))
         ]
 
