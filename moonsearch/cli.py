@@ -63,14 +63,16 @@ def index(
     out = out or INDEXES_DIR / name
     summary = build_index(catalog, out, encoder=encoder, index_type=index_type, device=device,
                           batch_size=batch_size)
+    images = f"{summary.images} images embedded" + (
+        f", {summary.image_failures} not loaded" if summary.image_failures else "")
     console.print(
         f"[bold green]indexed[/] {summary.products} products into {out} "
-        f"({summary.with_image} with image, {summary.text_only} text-only, {summary.skipped} skipped) "
+        f"({summary.with_image} with image, {summary.text_only} text-only, {summary.skipped} skipped; {images}) "
         f"in {summary.seconds:.1f}s = {summary.products_per_second:.1f} products/s; "
         f"index {summary.index_type}, {summary.placement}"
     )
     if summary.report:
-        console.print(f"skip and text-only report: {out / SKIPS_FILE}")
+        console.print(f"report of skipped rows, text-only products and images not loaded: {out / SKIPS_FILE}")
         for entry in summary.report[:5]:
             console.print(f"  {entry['kind']}: {entry['source']} {entry['id'] or ''} - {entry['reason']}")
         if len(summary.report) > 5:
@@ -78,12 +80,16 @@ def index(
 
 
 def _hits_table(hits, display_fields: list[str]) -> Table:
+    """One row per product; image queries add the product image that matched (position: path)."""
+    matched = any(hit.matched_image_index is not None for hit in hits)
     table = Table(show_lines=False)
-    for column in ("#", "score", "id", "title", *display_fields, "image"):
+    for column in ("#", "score", "id", "title", *display_fields, "image", *(["matched image"] if matched else [])):
         table.add_column(column, overflow="fold")
     for hit in hits:
         values = [str(hit.attributes.get(f, "")) for f in display_fields]
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.id, hit.title, *values, hit.image or "-")
+        which = "-" if hit.matched_image_index is None else f"{hit.matched_image_index}: {hit.matched_image}"
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.id, hit.title, *values, hit.image or "-",
+                      *([which] if matched else []))
     return table
 
 

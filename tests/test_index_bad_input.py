@@ -60,7 +60,8 @@ def test_flawed_rows_are_counted_reported_and_the_rest_indexed(flawed_catalog, t
     image_ids = [h.id for h in index.search(text="cotton", k=20, view="image")]
     assert len(image_ids) == 4 and not {"P001", "P002", "P003", "P004"} & set(image_ids)
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest["counts"] == {"products": 8, "with_image": 4, "text_only": 4, "skipped": 3}
+    assert manifest["counts"] == {"products": 8, "with_image": 4, "text_only": 4, "skipped": 3,
+                                  "images": 4, "extra_images": 0, "image_failures": 3}
 
 
 def test_cli_summary_names_the_counts_and_report(flawed_catalog, tmp_path):

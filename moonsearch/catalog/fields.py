@@ -27,7 +27,7 @@ class RecordContext:
     """What differs between formats when a record is mapped."""
 
     root: Path
-    split_pipes: bool = False  # a CSV cell can only hold several paths as "a.jpg|b.jpg"
+    split_pipes: bool = False  # a string "a.jpg|b.jpg" holds several paths (a CSV cell can hold no list)
     derive_image: bool = False  # Kaggle layout: images/<id>.jpg when there is no image column
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import moonsearch
-from moonsearch.catalog import Product, first_image, open_catalog
+from moonsearch.catalog import ImageError, Product, load_image, open_catalog
 from moonsearch.encoder.base import VIEWS, Encoder
 from moonsearch.encoder.registry import load_encoder, weights_path
 from moonsearch.encoder.text import product_text
@@ -29,11 +29,19 @@ from moonsearch.store.manifest import MANIFEST_FILE, Manifest
 from moonsearch.store.metadata import MetadataWriter, ProductRow
 
 SKIPS_FILE = "skipped.jsonl"
+# Products with several images: every image after the one in the product vectors (the first that
+# loads) gets its own mm and image vectors in these files; EXTRA_MAP_FILE says whose they are.
+EXTRA_VIEWS = ("mm", "image")
+EXTRA_MAP_FILE = "extra-images.npz"
 DISPLAY_CANDIDATES = ("brand", "articleType", "category", "baseColour", "colour", "color", "gender", "price")
 
 
 def view_file(view: str) -> str:
     return f"vectors-{view}.faiss"
+
+
+def extra_view_file(view: str) -> str:
+    return f"vectors-{view}-extra.faiss"
 
 
 @dataclass
@@ -43,6 +51,9 @@ class BuildSummary:
     with_image: int = 0
     text_only: int = 0
     skipped: int = 0
+    images: int = 0            # images embedded (product vectors' images plus extra images)
+    extra_images: int = 0      # of those, images after a product's first (vectors in the extra files)
+    image_failures: int = 0    # images that did not load (each reported)
     index_type: str = ""
     seconds: float = 0.0
     placement: str = ""
@@ -114,6 +125,55 @@ class _ViewBuffers:
         return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
 
+class _ExtraImages:
+    """Vectors of products' further images, and for each the product row and image position.
+    `first` lists products whose product vectors used an image other than image 0 (it failed)."""
+
+    def __init__(self):
+        self.chunks = {view: [] for view in EXTRA_VIEWS}
+        self.rows: list[int] = []
+        self.positions: list[int] = []
+        self.first: list[tuple[int, int]] = []
+
+    def add(self, views, rows: list[int], positions: list[int]) -> None:
+        for view in EXTRA_VIEWS:
+            self.chunks[view].append(views[view])
+        self.rows.extend(rows)
+        self.positions.extend(positions)
+
+    def save(self, folder: Path, kind: str, gpu: bool) -> None:
+        """Nothing when every product has one image embedded, as image 0: such an index is
+        exactly what it was before multi-image products."""
+        if self.rows:
+            # exact search unless there are as many extras as `auto` takes ANN for
+            extra_kind = kind if len(self.rows) >= faiss_vectors.EXACT_BELOW else "flat"
+            for view in EXTRA_VIEWS:
+                index = faiss_vectors.build(np.concatenate(self.chunks[view]), extra_kind, gpu=gpu)
+                faiss_vectors.save(index, folder / extra_view_file(view))
+        if self.rows or self.first:
+            first = np.array(self.first, np.int64).reshape(-1, 2)
+            np.savez(folder / EXTRA_MAP_FILE, rows=np.array(self.rows, np.int64),
+                     positions=np.array(self.positions, np.int64), first_rows=first[:, 0],
+                     first_positions=first[:, 1])
+
+
+def _first_loadable(paths) -> tuple[int | None, object, list[tuple[int, ImageError]]]:
+    """(position, image) of the first image that loads, as the product vectors use it, and the
+    failures before it; (None, None, failures) when none loads."""
+    failures = []
+    for position, path in enumerate(paths):
+        try:
+            return position, load_image(path), failures
+        except ImageError as exc:
+            failures.append((position, exc))
+    return None, None, failures
+
+
+def _image_failure(product: Product, position: int, exc: ImageError) -> dict:
+    return {"kind": "image", "source": product.source, "id": product.id,
+            "reason": f"image {position} not embedded: {exc.reason}", "image": str(product.images[position])}
+
+
 def build_index(
     catalog_path: Path | str,
     out: Path | str,
@@ -145,22 +205,48 @@ def build_index(
     try:
         writer = MetadataWriter(staging)
         buffers = _ViewBuffers()
+        extras = _ExtraImages()
         attribute_counts: dict[str, int] = {}
         batch: list[Product] = []
         batches_done = 0
 
+        def embed_further(chunk) -> None:
+            done = []
+            for row, text, product, position in chunk:
+                try:
+                    done.append((row, text, position, load_image(product.images[position])))
+                except ImageError as exc:
+                    summary.image_failures += 1
+                    summary.report.append(_image_failure(product, position, exc))
+            if done:
+                views = encoder.encode_views([d[1] for d in done], [d[3] for d in done])
+                extras.add(views, [d[0] for d in done], [d[2] for d in done])
+                summary.images += len(done)
+                summary.extra_images += len(done)
+
         def flush() -> None:
             nonlocal batches_done
-            loaded = [first_image(p.images) for p in batch]
-            images = [image for image, _ in loaded]
+            loaded = [_first_loadable(p.images) for p in batch]
+            images = [image for _, image, _ in loaded]
             texts = [product_text(p.title, p.attributes) for p in batch]
             buffers.add(encoder.encode_views(texts, images))
             rows = []
-            for product, text, (image, reason) in zip(batch, texts, loaded):
+            further = []   # (product row, text, product, position) of images after the first that loaded
+            for product, text, (position, image, failures) in zip(batch, texts, loaded):
+                summary.image_failures += len(failures)
                 if image is None:
                     summary.text_only += 1
+                    reason = failures[0][1].reason if failures else None
                     summary.report.append({"kind": "text_only", "source": product.source, "id": product.id,
                                            "reason": reason or "no image given"})
+                    failures = failures[1:]   # the first is the text_only entry's reason
+                else:
+                    summary.images += 1
+                    if position:
+                        extras.first.append((summary.products, position))
+                    further += [(summary.products, text, product, p)
+                                for p in range(position + 1, len(product.images))]
+                summary.report += [_image_failure(product, p, exc) for p, exc in failures]
                 for key in product.attributes:
                     attribute_counts[key] = attribute_counts.get(key, 0) + 1
                 rows.append(ProductRow(
@@ -169,6 +255,9 @@ def build_index(
                     attributes=product.attributes, source=product.source, text=text))
                 summary.products += 1
             writer.add(rows)
+            del loaded, images
+            for start in range(0, len(further), batch_size):   # batch_size images decoded at a time
+                embed_further(further[start:start + batch_size])
             batch.clear()
             batches_done += 1
             if fail_after_batches is not None and batches_done >= fail_after_batches:
@@ -194,6 +283,7 @@ def build_index(
         for view in VIEWS:
             index = faiss_vectors.build(buffers.stacked(view, encoder.dim), kind, gpu=placement.faiss_gpu)
             faiss_vectors.save(index, staging / view_file(view))
+        extras.save(staging, kind, placement.faiss_gpu)
         with open(staging / SKIPS_FILE, "w", encoding="utf-8") as handle:
             for entry in summary.report:
                 handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
@@ -204,7 +294,8 @@ def build_index(
                      "weights": None if shipped in (None, weights_path(encoder.name)) else str(Path(shipped).resolve())},
             dim=encoder.dim, index_type=kind, views=list(VIEWS),
             counts={"products": summary.products, "with_image": summary.with_image,
-                    "text_only": summary.text_only, "skipped": summary.skipped},
+                    "text_only": summary.text_only, "skipped": summary.skipped, "images": summary.images,
+                    "extra_images": summary.extra_images, "image_failures": summary.image_failures},
             source={"catalog": str(catalog.path.resolve()), "layout": catalog.format},
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             moonsearch_version=moonsearch.__version__,

@@ -21,7 +21,7 @@ from moonsearch.encoder.base import VIEWS, Encoder
 from moonsearch.encoder.registry import load_encoder
 from moonsearch.errors import IndexFormatError, MoonsearchError
 from moonsearch.index import vectors as faiss_vectors
-from moonsearch.index.builder import SKIPS_FILE, view_file
+from moonsearch.index.builder import EXTRA_MAP_FILE, EXTRA_VIEWS, SKIPS_FILE, extra_view_file, view_file
 from moonsearch.index.device import placement_for
 from moonsearch.search.fusion import reciprocal_rank_fusion
 from moonsearch.store.filters import Filter, parse_filters
@@ -59,10 +59,41 @@ class Hit:
     attributes: dict
     row: int
     ranking: str = VECTORS    # what the score is: a cosine (vectors) or a fusion score (hybrid)
+    # Image queries: the product image that matched best (its path, and its position in the
+    # product's image list); None for text-only queries.
+    matched_image: str | None = None
+    matched_image_index: int | None = None
 
     def to_json(self) -> dict:
+        matched = (None if self.matched_image_index is None
+                   else {"index": self.matched_image_index, "path": self.matched_image})
         return {"rank": self.rank, "score": round(self.score, 6), "ranking": self.ranking, "id": self.id,
-                "title": self.title, "image": self.image, "attributes": self.attributes}
+                "title": self.title, "image": self.image, "matched_image": matched, "attributes": self.attributes}
+
+
+@dataclass(frozen=True)
+class ExtraImages:
+    """Which products' further images the extra vectors hold (one FAISS file per view in
+    EXTRA_VIEWS): extra vector i is image `positions[i]` of product row `rows[i]`. `first` maps a
+    product row to the image position its product vectors used when that was not image 0 (image 0
+    did not load). An index without EXTRA_MAP_FILE (one image per product, or built before
+    multi-image products) has none of these."""
+
+    rows: np.ndarray
+    positions: np.ndarray
+    first: dict
+    most_per_product: int
+
+    @classmethod
+    def load(cls, folder: Path) -> "ExtraImages | None":
+        path = folder / EXTRA_MAP_FILE
+        if not path.exists():
+            return None
+        with np.load(path) as data:
+            rows, positions = data["rows"], data["positions"]
+            first = dict(zip(data["first_rows"].tolist(), data["first_positions"].tolist()))
+        most = int(np.bincount(rows).max()) if len(rows) else 0
+        return cls(rows=rows, positions=positions, first=first, most_per_product=most)
 
 
 def load_query_image(image: Image.Image | str | Path) -> Image.Image:
@@ -88,6 +119,8 @@ class ProductIndex:
         self._views: dict = {}
         self._rows_with_image = None
         self._keyword_index: bool | None = None
+        self._extras: ExtraImages | None = None
+        self._extra_views: dict = {}
 
     @classmethod
     def open(cls, folder: Path | str, device: str = "auto", encoder: Encoder | None = None) -> "ProductIndex":
@@ -96,7 +129,15 @@ class ProductIndex:
         for view in manifest.views:
             if not (folder / view_file(view)).exists():
                 raise IndexFormatError(f"{folder} is incomplete: {view_file(view)} is missing")
+        extras = ExtraImages.load(folder)
+        if manifest.counts.get("extra_images") and extras is None:
+            raise IndexFormatError(f"{folder} is incomplete: {EXTRA_MAP_FILE} is missing")
+        if extras is not None and len(extras.rows):
+            for view in EXTRA_VIEWS:
+                if not (folder / extra_view_file(view)).exists():
+                    raise IndexFormatError(f"{folder} is incomplete: {extra_view_file(view)} is missing")
         index = cls(folder, manifest, MetadataStore(folder), device=device, encoder=encoder)
+        index._extras = extras
         if encoder is not None:
             manifest.check_encoder(encoder.encoder_id, folder)
         return index
@@ -117,6 +158,36 @@ class ProductIndex:
         if view not in self._views:
             self._views[view] = faiss_vectors.load(self.folder / view_file(view))
         return self._views[view]
+
+    def _extra_view(self, view: str):
+        if view not in self._extra_views:
+            self._extra_views[view] = faiss_vectors.load(self.folder / extra_view_file(view))
+        return self._extra_views[view]
+
+    def _best_per_product(self, view: str, query: np.ndarray, depth: int, allowed: np.ndarray | None,
+                          scores: np.ndarray, rows: np.ndarray) -> tuple[list[tuple[float, int]], dict[int, int]]:
+        """An image query over every image: each product scores its best image (the product
+        vector's, or an extra image's), one row per product, best first; and the image position
+        that scored it. The product vectors' top `depth` plus the extras' top `depth` x (most
+        extra images of one product) hold the true top `depth` products at their best scores."""
+        extras = self._extras
+        first = extras.first if extras is not None else {}
+        best: dict[int, tuple[float, int]] = {}
+        for score, row in zip(scores[0], rows[0]):
+            if row >= 0:
+                best[int(row)] = (float(score), first.get(int(row), 0))
+        if extras is not None and len(extras.rows):
+            extra_allowed = None if allowed is None else np.flatnonzero(np.isin(extras.rows, allowed))
+            extra_depth = depth * extras.most_per_product
+            extra_scores, extra_ids = faiss_vectors.search(self._extra_view(view), query, extra_depth, extra_allowed)
+            for score, extra in zip(extra_scores[0], extra_ids[0]):
+                if extra < 0:
+                    continue
+                row, position = int(extras.rows[extra]), int(extras.positions[extra])
+                if row not in best or score > best[row][0]:   # a tie keeps the product vector's image
+                    best[row] = (float(score), position)
+        ranked = sorted(best.items(), key=lambda item: -item[1][0])[:depth]
+        return [(score, row) for row, (score, _) in ranked], {row: position for row, (_, position) in ranked}
 
     def embed_query(self, text: str | None = None, image: Image.Image | str | Path | None = None):
         text = text.strip() if isinstance(text, str) else None
@@ -163,7 +234,9 @@ class ProductIndex:
         """Top-k products for the query; `view` picks the multimodal, image or text vectors.
         Hybrid ranking (see `ranking`; `hybrid` None chooses) fuses the vectors' ranking with
         BM25 keyword matches of the query text; a hit's score is then its reciprocal-rank-fusion
-        score, not a cosine similarity."""
+        score, not a cosine similarity. A query with an image, on the mm or image view, scores each
+        product by its best image (products with several have extra vectors) and names that image
+        in `Hit.matched_image` / `matched_image_index`."""
         if k < 1:
             raise MoonsearchError("k must be at least 1")
         ranking = self.ranking(text, image, view, hybrid)
@@ -172,18 +245,27 @@ class ProductIndex:
         query = self.embed_query(text, image)
         depth = max(k, HYBRID_DEPTH) if ranking.hybrid else k
         scores, rows = faiss_vectors.search(index, query, depth, allowed)
-        pairs = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
+        matched: dict[int, int] = {}   # product row -> position of the image that matched
+        if image is not None and view in EXTRA_VIEWS:
+            pairs, matched = self._best_per_product(view, query, depth, allowed, scores, rows)
+        else:
+            pairs = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
         if ranking.hybrid:
             matches = self.store.keyword_rows(text.strip(), depth, allowed)
             merged = reciprocal_rank_fusion([[r for _, r in pairs], [r for r, _ in matches]])
             pairs = [(score, row) for row, score in merged[:k]]
         records = self.store.products([r for _, r in pairs])
-        return [
-            Hit(rank=i + 1, score=score, id=rec["id"], title=rec["title"],
-                image=rec["images"][0] if rec["images"] else None, attributes=rec["attributes"], row=row,
-                ranking=ranking.kind)
-            for i, ((score, row), rec) in enumerate(zip(pairs, records))
-        ]
+        hits = []
+        for i, ((score, row), rec) in enumerate(zip(pairs, records)):
+            position = matched.get(row)
+            if not rec["has_image"] or (position is not None and position >= len(rec["images"] or ())):
+                position = None   # a text-only product (its images did not load) matched by its text
+            hits.append(Hit(rank=i + 1, score=score, id=rec["id"], title=rec["title"],
+                            image=rec["images"][0] if rec["images"] else None, attributes=rec["attributes"],
+                            row=row, ranking=ranking.kind,
+                            matched_image=None if position is None else rec["images"][position],
+                            matched_image_index=position))
+        return hits
 
     def info(self) -> dict:
         skipped = self.folder / SKIPS_FILE
