@@ -181,8 +181,8 @@ class MoonEncoder(Encoder):
         return [states[i][mask[i].bool().cpu().numpy()] for i in range(len(texts))]
 
     def _image_tokens(self, images: list) -> list[np.ndarray]:
-        pixels = torch.stack([image_to_tensor(im) for im in images]).to(self.device)
-        maps = self.towers.image.feature_maps(pixels).float().cpu().numpy()      # (B, 1280, h, w)
+        pixels = torch.stack([image_to_tensor(im) for im in images])
+        maps = self.towers.image_maps(pixels)                                     # (B, 1280, h, w)
         return [m.reshape(m.shape[0], -1).T for m in maps]
 
     def segments(self, texts, images) -> list[Segment]:

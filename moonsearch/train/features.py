@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from moonsearch.cache import cache_root
 from moonsearch.catalog import first_image, open_catalog
 from moonsearch.encoder.base import file_sha256
 from moonsearch.encoder.text import product_text
@@ -23,12 +23,6 @@ from moonsearch.progress import progress_bar
 
 CACHE_VERSION = 1
 BATCH = 128
-
-
-def cache_root() -> Path:
-    """Feature caches live outside the work tree ($MOONSEARCH_CACHE or ~/.cache/moonsearch), so a
-    fresh clone or another checkout reuses them."""
-    return Path(os.environ.get("MOONSEARCH_CACHE", Path.home() / ".cache" / "moonsearch"))
 
 
 @dataclass
