@@ -217,18 +217,18 @@ def test_query_with_tiny_photo_is_a_one_line_error_naming_the_minimum(tmp_path):
     with pytest.raises(MoonsearchError) as info:
         load_query_image(str(path))
     limit = f"at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels needed"
-    assert str(info.value) == f"cannot use query image {path}: image too small ({limit})"
+    assert str(info.value) == f"cannot use query image {path}: image too small ({limit}) (1x1 pixels)"
 
 
 def test_query_with_bomb_photo_is_a_one_line_error_without_warning(tmp_path):
-    # searcher.load_query_image shows only the ImageError's reason, so the pixel limit (in the
-    # detail) does not reach this message; the refusal is still one line and warning-free.
     path = png_claiming(tmp_path / "bomb.png", 20_000, 20_000)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(MoonsearchError) as info:
             load_query_image(path)
-    assert str(info.value) == f"cannot use query image {path}: image too large"
+    assert str(info.value) == (f"cannot use query image {path}: image too large "
+                               f"(400000000 pixels; the limit is {Image.MAX_IMAGE_PIXELS})")
+    assert "\n" not in str(info.value)
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
 
 

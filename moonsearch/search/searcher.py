@@ -103,7 +103,8 @@ def load_query_image(image: Image.Image | str | Path) -> Image.Image:
     try:
         return load_image(Path(image))
     except ImageError as exc:
-        raise MoonsearchError(f"cannot use query image {image}: {exc.reason}") from None
+        detail = f" ({exc.detail})" if exc.detail else ""   # a size limit, a mode: what to change
+        raise MoonsearchError(f"cannot use query image {image}: {exc.reason}{detail}") from None
 
 
 class ProductIndex:
