@@ -208,3 +208,21 @@ def test_init_weights_of_another_shape_or_kind_are_refused(catalog, tmp_path):
                           (str(tmp_path / "absent.safetensors"), "no weights at")]:
         with pytest.raises(MoonsearchError, match=message):
             train_moon(catalog, {**config, "init": init}, tmp_path / "nope", cache_dir=tmp_path / "cache")
+
+
+def test_photo_views_train_the_image_query_on_changed_photos(catalog, tmp_path):
+    """config "photo": photo-like views of every training photo are cached beside the token cache,
+    the i2mm query is one of them, and the photo term and its validation hit@1 are reported."""
+    cache = tmp_path / "cache"
+    config = {**tiny_config(), "photo": {"views": 2, "weight": 1.0}}
+    report = train_moon(catalog, config, tmp_path / "photo", cache_dir=cache)
+    record = report["history"][0]
+    assert record["photo"] > 0 and 0.0 <= record["val photo->mm hit@1"] <= 1.0
+    views = list((cache / "photo-views").glob("*-photo2-*.npy"))
+    assert len(views) == 1
+    stored = np.load(views[0])
+    assert stored.shape == (16, 2, 12, 1280)
+    assert (np.abs(stored).reshape(16, -1).sum(1) > 0).all()                   # every product has its views
+    assert not np.array_equal(stored[:, 0], stored[:, 1])                      # two different photos
+    plain = train_moon(catalog, tiny_config(), tmp_path / "plain", cache_dir=cache)
+    assert "photo" not in plain["history"][0]

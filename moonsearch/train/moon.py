@@ -10,6 +10,10 @@ expanded view of its photo) and image+text. Losses:
   of the batch that meets the rule counts as a positive, not a negative (multi-positive
   InfoNCE): otherwise the hard negative, another dress, would teach "dress" to avoid dresses;
 - intra-product InfoNCE between each product's image-only and text-only embeddings;
+- with config "photo" (issue 16): photo-like views of each photo (crops, mirror, tilt, canvas,
+  light, blur, JPEG; cached through the frozen tower) are the i2mm queries, and an instance term
+  pulls each view to its own catalog photo's image-only embedding and away from the batch's
+  other photos, so an image query keeps the product's identity, not only its kind;
 - L_aux (router load balance) and L_sparsity (entropy of W*'s rows);
 - dynamic sample filtering: phi = sigmoid(kappa (s_qp - s_qn - m)); queries with phi < tau are
   down-weighted to phi, and the margin m decays linearly to 0 over training. With
@@ -39,7 +43,8 @@ from moonsearch.train.augment import ShopperQuery, shopper_query
 from moonsearch.train.baseline import split_train_val
 from moonsearch.train.report import prepare_output, save_training_outputs
 from moonsearch.train.schedule import plan_steps, warmup_cosine
-from moonsearch.train.token_cache import TokenCache, build_training_cache, text_token_arrays
+from moonsearch.train.token_cache import (TokenCache, build_photo_view_cache, build_training_cache,
+                                          text_token_arrays)
 
 
 class Batcher:
@@ -62,6 +67,7 @@ class Batcher:
         # "live": a fresh query and its relevance rule each time, its tokens from the text tower
         self.live_queries = config["data"].get("shopper_queries", "cached") == "live"
         self.device = device
+        self.photo_views: np.ndarray | None = None   # (N, V, 12, 1280): set when config "photo" asks
         self._towers: Towers | None = None
         self._query_tokens: dict[str, np.ndarray] = {}
 
@@ -154,6 +160,13 @@ class Batcher:
     def image_query(self, rows) -> Segment:
         return self._image(rows, expanded=self.coaug)
 
+    def photo_query(self, rows) -> Segment:
+        """A random photo-like view of each product's photo (image only), as a shopper sends it."""
+        views = self.photo_views.shape[1]
+        arrays = [np.asarray(self.photo_views[r, self.rng.randrange(views)], np.float32)
+                  if self.cache.has_image[r] else None for r in rows]
+        return Segment(*pad_tokens(arrays, IMAGE_FEATURE_DIM), IMAGE)
+
 
 def info_nce(queries, candidates, positives: torch.Tensor, temperature: float, blocked=None) -> torch.Tensor:
     """Per-query InfoNCE with one or more positives: -log(sum over positives / sum over all).
@@ -202,14 +215,17 @@ def train_step(model: MoonLite, batcher: Batcher, rows: np.ndarray, config: dict
 
     text_query, rules = batcher.text_query(rows)
     mm_text, _ = batcher.text_query(rows)      # the image names the product: one positive
+    photos = batcher.photo_views is not None
+    photo_query = batcher.photo_query(rows) if photos else None
     forms = {
         "t2mm": ([text_query], batcher.positives(rules, cand_rows).to(device)),
-        "i2mm": ([batcher.image_query(rows)], own),
+        # with photo views, the image query is a shopper's photo of the product, not the catalog file
+        "i2mm": ([photo_query if photos else batcher.image_query(rows)], own),
         "mm2mm": ([mm_text, batcher.image_query(rows)], own),
     }
     has_image = torch.from_numpy(batcher.cache.has_image[rows]).to(device)
     margin = loss_cfg["margin"] * max(0.0, 1.0 - progress)
-    losses, gates, parts = {}, {}, {}
+    losses, gates, queries = {}, {}, {}
     for name, (segments, positive) in forms.items():
         q, g = embed(segments)
         per_query = info_nce(q, candidates, positive, loss_cfg["temperature"], blocked)
@@ -219,8 +235,18 @@ def train_step(model: MoonLite, batcher: Batcher, rows: np.ndarray, config: dict
             per_query = per_query * triplet_weights(q, pos_emb, neg_emb, hard_is_positive, valid, margin, loss_cfg)
         losses[name] = per_query[valid].mean()
         gates[name] = g[valid]
-    if comp["dual_level"]:
+        queries[name] = q
+    if comp["dual_level"] or photos:
         image_only, g_i = embed([batcher._image(rows, expanded=False)])
+    if photos:
+        # instance level: a photo of a product is nearer its catalog photo than any other in the batch
+        view = queries["i2mm"]   # the photo view's embedding, as the i2mm form computed it
+        keep = has_image
+        blocked_images = (title[None, :b] == title[:b, None]) & ~torch.eye(b, dtype=torch.bool, device=device)
+        per_view = info_nce(view[keep], image_only[keep], own[:, :b][keep][:, keep],
+                            loss_cfg["temperature"], blocked_images[keep][:, keep])
+        losses["photo"] = per_view.mean()
+    if comp["dual_level"]:
         text_only, g_t = embed([batcher._text(rows, "product")])
         keep = has_image
         pairs = torch.eye(int(keep.sum()), dtype=torch.bool, device=device)
@@ -241,7 +267,8 @@ def train_step(model: MoonLite, batcher: Batcher, rows: np.ndarray, config: dict
         aux = sparsity = torch.zeros((), device=device)
     inter_loss = sum(w * losses[m] for w, m in zip(weights, inter))
     intra = loss_cfg.get("intra_weight", 1.0) * losses.get("intra", torch.zeros((), device=device))
-    total = inter_loss + intra + loss_cfg["rho"] * aux + loss_cfg["varsigma"] * sparsity
+    photo = config.get("photo", {}).get("weight", 1.0) * losses.get("photo", torch.zeros((), device=device))
+    total = inter_loss + intra + photo + loss_cfg["rho"] * aux + loss_cfg["varsigma"] * sparsity
     parts = {k: v.item() for k, v in losses.items()}
     parts.update({f"omega:{m}": w.item() / len(inter) for m, w in zip(inter, weights)},
                  aux=aux.item(), sparsity=sparsity.item(), total=total.item())
@@ -269,6 +296,10 @@ def validate(model: MoonLite, batcher: Batcher, rows: np.ndarray) -> dict:
     views = run(lambda r: [batcher._image(r, expanded=True)])
     images = run(lambda r: [batcher._image(r, expanded=False)])
     shopper = shopper_precision(model, batcher, rows, products)
+    photo_views = None
+    if batcher.photo_views is not None:   # the first photo view of each held-out product
+        photo_views = run(lambda r: [Segment(*pad_tokens([np.asarray(batcher.photo_views[i, 0], np.float32) for i in r],
+                                                         IMAGE_FEATURE_DIM), IMAGE)])
     batcher.coaug = saved
     model.train()
     target = torch.arange(len(rows))
@@ -276,8 +307,11 @@ def validate(model: MoonLite, batcher: Batcher, rows: np.ndarray) -> dict:
     def hit1(queries, candidates) -> float:
         return round(float(((queries @ candidates.T).argmax(1) == target).float().mean()), 4)
 
-    return {"val title->mm hit@1": hit1(titles, products), "val view->mm hit@1": hit1(views, products),
-            "val title->image hit@1": hit1(titles, images), "val shopper P@10": shopper}
+    record = {"val title->mm hit@1": hit1(titles, products), "val view->mm hit@1": hit1(views, products),
+              "val title->image hit@1": hit1(titles, images), "val shopper P@10": shopper}
+    if photo_views is not None:
+        record["val photo->mm hit@1"] = hit1(photo_views, products)
+    return record
 
 
 def shopper_precision(model: MoonLite, batcher: Batcher, rows: np.ndarray, products: torch.Tensor) -> float:
@@ -356,9 +390,15 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
     limit = limit or config["data"].get("limit")   # a CPU budget: the first N train products
     cache = build_training_cache(Path(catalog), {**config["augment"], "seed": seed}, cache_dir, limit=limit,
                                  exclude=config["data"].get("exclude"), device=device)
+    photo_config = config.get("photo")
+    photo_views = None
+    if photo_config:
+        photo_views = build_photo_view_cache(Path(catalog), cache, int(photo_config.get("views", 2)),
+                                             int(photo_config.get("seed", seed)), cache_dir, device=device)
     cache_seconds = time.time() - started
     rng = random.Random(seed)
     batcher = Batcher(cache, config, rng, device=device)
+    batcher.photo_views = photo_views
     train_rows, val_rows = split_train_val(len(cache), config["data"]["val_fraction"], seed)
     train_rows = train_rows[cache.has_image[train_rows]]
 
@@ -444,7 +484,7 @@ def plot_history(history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in ("total", "t2mm", "i2mm", "mm2mm", "intra") if history and k in history[0]]
+    keys = [k for k in ("total", "t2mm", "i2mm", "mm2mm", "intra", "photo") if history and k in history[0]]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     epochs = [h["epoch"] for h in history]
     for key in keys:

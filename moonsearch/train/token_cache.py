@@ -8,6 +8,7 @@ visual-expansion variant (the variant is dropped when the consistency filter rej
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, IMAGE_SIZE, Towers, ima
 from moonsearch.errors import MoonsearchError
 from moonsearch.progress import console, progress_bar
 from moonsearch.train.augment import consistent_rows, expand_image, make_enricher, shopper_queries
-from moonsearch.train.features import cache_root, check_split, data_fingerprint
+from moonsearch.cache import cache_root
+from moonsearch.train.features import check_split, data_fingerprint
 
 CACHE_VERSION = 1
 TEXT_FIELDS = ("product", "title", "enriched", "query")
@@ -142,8 +144,8 @@ def build_token_cache(catalog_path: Path, config: dict, cache_dir: Path | None =
         keep_variant = np.zeros(len(batch), bool)
         if present:
             pixels = torch.stack([image_to_tensor(loaded[i]) for i in present] +
-                                 [image_to_tensor(v) for v, _ in variants]).to(device)
-            maps = towers.image.feature_maps(pixels).float().cpu()                      # (2P, 1280, 4, 3)
+                                 [image_to_tensor(v) for v, _ in variants])
+            maps = torch.from_numpy(towers.image_maps(pixels))                      # (2P, 1280, 4, 3)
             tokens = maps.flatten(2).transpose(1, 2)                               # (2P, 12, 1280)
             with torch.no_grad():
                 image_emb = judge.heads.embed_images(tokens.mean(1))
@@ -224,3 +226,67 @@ def load_token_cache(folder: Path) -> TokenCache:
         stats=meta["stats"],
     )
 
+
+
+PHOTO_CACHE_VERSION = 1
+
+
+def build_photo_view_cache(catalog_path: Path, cache: TokenCache, views: int, seed: int = 0,
+                           cache_dir: Path | None = None, device: str = "cpu") -> np.ndarray:
+    """(N, views, 12, 1280) float16 image tokens of photo-like views of each cached product's
+    photo (`moonsearch.photos.random_photo`: crops, mirror, tilt, canvas, light, blur, JPEG),
+    zeros where a product has no photo. Kept beside the token cache it extends, under a key of
+    its own: the text tokens and the catalog photos' tokens are reused as they are."""
+    from moonsearch.photos import random_photo
+
+    if views < 1:
+        raise MoonsearchError(f"photo.views must be at least 1, got {views}")
+    key = f"{cache.stats.get('fingerprint')}-photo{views}-seed{seed}-v{PHOTO_CACHE_VERSION}"
+    folder = Path(cache_dir or cache_root() / "tokens") / "photo-views"
+    path = folder / f"{key}.npy"
+    if path.is_file():
+        return np.load(path, mmap_mode="r")
+    wanted = {str(pid): row for row, pid in enumerate(cache.ids)}
+    out = np.zeros((len(cache), views, 12, IMAGE_FEATURE_DIM), np.float16)
+    towers = Towers(device=device)
+    rng = random.Random(f"photo-views:{seed}")
+    batch_rows: list[int] = []
+    batch_images: list = []
+    started = time.time()
+
+    def flush() -> None:
+        pixels = torch.stack([image_to_tensor(im) for im in batch_images])
+        tokens = towers.image_maps(pixels).reshape(len(batch_images), IMAGE_FEATURE_DIM, -1).transpose(0, 2, 1)
+        for j, (row, view) in enumerate(batch_rows):
+            out[row, view] = tokens[j]
+        batch_rows.clear()
+        batch_images.clear()
+
+    catalog = open_catalog(catalog_path)
+    with progress_bar() as bar:
+        task = bar.add_task("photo views", total=len(cache))
+        for product in catalog.products():
+            row = wanted.pop(str(product.id), None)
+            if row is None:
+                continue
+            bar.advance(task)
+            if not cache.has_image[row]:
+                continue
+            photo = first_image(product.images)[0]
+            if photo is None:
+                continue
+            for view in range(views):
+                batch_rows.append((row, view))
+                batch_images.append(random_photo(photo, rng))
+            if len(batch_images) >= BATCH * 2:
+                flush()
+            if not wanted:
+                break
+        if batch_images:
+            flush()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{key}.{os.getpid()}.tmp.npy"
+    np.save(tmp, out)
+    tmp.replace(path)
+    console.log(f"photo views: {views} per product, {len(cache)} products, {time.time() - started:.0f} s")
+    return np.load(path, mmap_mode="r")
