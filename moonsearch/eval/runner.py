@@ -17,11 +17,12 @@ from moonsearch.eval.references import load_system
 from moonsearch.jsonfiles import read_json
 
 PROTOCOLS = ("myntra", "myntra-val", "mbe2", "m5product", "fashion200k")
-TASK_ORDER = ("t2mm", "i2mm", "mm2mm", "t2i", "i2t", "classification", "attribute", "shopper")
+TASK_ORDER = ("t2mm", "i2mm", "mm2mm", "t2i", "i2t", "classification", "attribute", "shopper", "robustness")
 TABLE_METRICS = {
     "t2mm": ("R@1", "R@10"), "i2mm": ("R@1", "R@10"), "mm2mm": ("P@10", "mAP@10"),
     "t2i": ("R@1", "R@10"), "i2t": ("R@1", "R@10"), "classification": ("acc",),
     "attribute": ("acc",), "shopper": ("P@10", "nDCG@10", "R@100"),
+    "robustness": ("mirror+crop6 R@1", "photo-mix R@1"),
 }
 
 

@@ -27,6 +27,7 @@ from PIL import Image, ImageOps
 
 from moonsearch.catalog import ImageError, load_image, open_catalog
 from moonsearch.errors import MoonsearchError
+from moonsearch.eval import robustness
 from moonsearch.eval.metrics import ranking_metrics
 from moonsearch.eval.references import BM25Index, System
 from moonsearch.eval.retrieval import category_precision, embed, retrieval_recall, zero_shot_accuracy
@@ -150,8 +151,14 @@ def attribute_queries(products, count: int, min_relevant: int = 10, seed: int = 
     return random.Random(seed).sample(candidates, min(count, len(candidates)))
 
 
-def run_products(system: System, products: list, queries: list[dict]) -> dict:
-    """Every task the system can do on these products (and shopper queries, when given)."""
+ROBUSTNESS_QUERIES = 1000   # changed photos per transform in `eval`; benchmarks/robustness.py runs them all
+
+
+def run_products(system: System, products: list, queries: list[dict],
+                 robustness_queries: int | None = ROBUSTNESS_QUERIES) -> dict:
+    """Every task the system can do on these products (and shopper queries, when given).
+    `robustness_queries`: how many of the products' photos (the first ones) are changed into
+    queries for the robustness task; None: all, 0: no robustness task."""
     counts = {"products": len(products), "with_image": sum(1 for p in products if p.images),
               "shopper_queries": len(queries)}
     if system.encoder is None:
@@ -168,6 +175,7 @@ def run_products(system: System, products: list, queries: list[dict]) -> dict:
     groups = _same_title_groups(titles)
     metrics: dict = {}
     failures: dict[int, str] = {}
+    robustness_detail = None
     if system.sees_images:
         image_paths = [p.images[0] if p.images else None for p in products]
         images = [None] * n
@@ -195,6 +203,12 @@ def run_products(system: System, products: list, queries: list[dict]) -> dict:
         metrics["t2i"] = _rounded(retrieval_recall(
             title_queries, image_view, [{position[j] for j in g if j in position} for g in groups], RECALL_KS))
         metrics["i2t"] = _rounded(retrieval_recall(image_view, text_view, [groups[i] for i in with_image], RECALL_KS))
+        if robustness_queries != 0:
+            rows = with_image[:robustness_queries]
+            detail = robustness.run(encoder, [images[i] for i in rows], [str(products[i].id) for i in rows],
+                                    products_mm, rows)
+            metrics["robustness"] = robustness.flat_metrics(detail)
+            robustness_detail = detail
     types = [p.attributes.get("articleType") for p in products]
     mm2mm = category_precision(products_mm, products_mm, types, types, MM2MM_KS, exclude=list(range(n)))
     metrics["mm2mm"] = _rounded(mm2mm)
@@ -210,5 +224,8 @@ def run_products(system: System, products: list, queries: list[dict]) -> dict:
         order = np.argsort(-(query_vectors @ products_mm.T), axis=1, kind="stable")[:, :100]
         metrics["shopper"], per_query = _shopper(order.tolist(), products, queries)
     counts["image_failures"] = len(failures)
-    return {"dataset": "myntra", "encoder": system.name, "encoder_id": encoder.encoder_id,
-            "metrics": metrics, "counts": counts, "per_query": {"shopper": per_query}}
+    result = {"dataset": "myntra", "encoder": system.name, "encoder_id": encoder.encoder_id,
+              "metrics": metrics, "counts": counts, "per_query": {"shopper": per_query}}
+    if robustness_detail is not None:
+        result["robustness"] = robustness_detail
+    return result

@@ -1,0 +1,87 @@
+"""Image queries from changed photos (issue 16): every `test` product's photo, changed by each
+of `moonsearch.photos.TRANSFORMS`, is an image-only query against all `test` products embedded
+as the index embeds them; the product itself is the answer. R@1 and R@10 per change, beside the
+frozen EfficientNet-Lite0 tower's pooled features (no training) as the reference.
+`moonsearch eval myntra` runs the same task on the first 1,000 photos (CI's floors); this runs
+all of them and writes benchmarks/results/robustness.json and .md:
+
+    .venv/bin/python benchmarks/robustness.py                        # the shipped encoder, test
+    .venv/bin/python benchmarks/robustness.py --split myntra-val --encoder runs/x/moon-lite.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def products_of(data: Path, split: str) -> list:
+    from moonsearch.eval.protocols import myntra
+
+    if split == "myntra-val":   # held-out train products: the ones to choose by
+        skip, size = myntra.VALIDATION_SKIP, myntra.VALIDATION_SIZE
+        return myntra.load_split(data, split="train", limit=skip + size)[skip:]
+    return myntra.load_split(data, split="test")
+
+
+def measure(encoder, products: list, limit: int | None = None) -> dict:
+    from moonsearch.catalog import ImageError, load_image
+    from moonsearch.encoder.text import product_text
+    from moonsearch.eval import robustness
+
+    images, failures = [None] * len(products), 0
+    for i, p in enumerate(products):
+        if p.images:
+            try:
+                images[i] = load_image(p.images[0])
+            except ImageError:
+                failures += 1      # counted and reported; the product stays a text-only candidate
+    texts = [product_text(p.title, p.attributes) for p in products]
+    candidates = np.concatenate([encoder.encode_views(texts[i:i + 64], images[i:i + 64]).mm
+                                 for i in range(0, len(products), 64)])
+    rows = [i for i, im in enumerate(images) if im is not None][:limit]
+    result = robustness.run(encoder, [images[i] for i in rows], [str(products[i].id) for i in rows], candidates, rows)
+    return {**result, "image_failures": failures}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "myntra")
+    parser.add_argument("--encoder", default="moon-lite")
+    parser.add_argument("--split", choices=("test", "myntra-val"), default="test")
+    parser.add_argument("--limit", type=int, help="changed photos per transform (default: all)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args()
+    if not (args.data / "products.jsonl").is_file():
+        raise SystemExit(f"no catalog at {args.data} (this benchmark needs ../shared/data/myntra)")
+
+    from moonsearch.encoder.registry import load_encoder
+    from moonsearch.eval import robustness
+
+    encoder = load_encoder(args.encoder)
+    products = products_of(args.data, args.split)
+    started = time.time()
+    result = measure(encoder, products, args.limit)
+    out = {"encoder": encoder.encoder_id, "split": args.split, "products": len(products), **result,
+           "seconds": round(time.time() - started, 1),
+           "made_by": "python benchmarks/robustness.py" + (f" --split {args.split}" if args.split != "test" else "")
+                      + (f" --encoder {args.encoder}" if args.encoder != "moon-lite" else "")
+                      + (f" --limit {args.limit}" if args.limit else "")}
+    name = "robustness" if args.split == "test" else f"robustness-{args.split}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(
+        f"# Image queries from changed photos ({args.split})\n\nEncoder `{out['encoder']}`; {out['queries']} "
+        f"query photos per change against {out['products']} products; made by `{out['made_by']}`.\n\n"
+        + robustness.table(out))
+    print(robustness.table(out))
+
+
+if __name__ == "__main__":
+    main()
