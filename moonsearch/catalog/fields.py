@@ -27,7 +27,6 @@ class RecordContext:
     """What differs between formats when a record is mapped."""
 
     root: Path
-    split_pipes: bool = False  # a string "a.jpg|b.jpg" holds several paths (a CSV cell can hold no list)
     derive_image: bool = False  # Kaggle layout: images/<id>.jpg when there is no image column
 
 
@@ -83,7 +82,7 @@ def image_paths(value: Any, ctx: RecordContext) -> tuple[Path, ...]:
     if value is None:
         items: list[Any] = []
     elif isinstance(value, str):
-        items = value.split("|") if ctx.split_pipes else [value]
+        items = value.split("|")   # "a.jpg|b.jpg": several paths in any format (a CSV cell holds no list)
     elif isinstance(value, (list, tuple)):
         items = list(value)
     else:

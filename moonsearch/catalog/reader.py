@@ -162,7 +162,6 @@ class Catalog:
         """The one pass both scan() and products() use, so they always agree on skips."""
         ctx = RecordContext(
             root=self.root,
-            split_pipes=True,  # "a.jpg|b.jpg" is several images in every format
             derive_image=self.format == "kaggle-styles",
         )
         first_line: dict[str, int] = {}

@@ -19,7 +19,7 @@ from torch import nn
 
 from moonsearch.encoder.base import Encoder, ProductViews, l2_normalize, read_weights
 from moonsearch.encoder.moe import MoEFeedForward, ObjectiveWeights
-from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM, Towers, image_to_tensor
+from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM, Towers
 
 # Token types: what each segment of the sequence is.
 TEXT, ENRICHED, IMAGE, IMAGE_EXPANDED = 0, 1, 2, 3
@@ -181,9 +181,7 @@ class MoonEncoder(Encoder):
         return [states[i][mask[i].bool().cpu().numpy()] for i in range(len(texts))]
 
     def _image_tokens(self, images: list) -> list[np.ndarray]:
-        pixels = torch.stack([image_to_tensor(im) for im in images])
-        maps = self.towers.image_maps(pixels)                                     # (B, 1280, h, w)
-        return [m.reshape(m.shape[0], -1).T for m in maps]
+        return list(self.towers.image_tokens(images))
 
     def segments(self, texts, images) -> list[Segment]:
         n = len(texts)

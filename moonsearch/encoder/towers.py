@@ -154,6 +154,11 @@ class Towers:
             self._text = TextTower().to(self.device)
         return self._text
 
+    def image_tokens(self, images: list[Image.Image]) -> np.ndarray:
+        """(N, h*w, 1280) float32: each image's feature grid as tokens, row-major."""
+        maps = self.image_maps(torch.stack([image_to_tensor(im) for im in images]))
+        return maps.reshape(len(images), IMAGE_FEATURE_DIM, -1).transpose(0, 2, 1)
+
     def image_features(self, images: list[Image.Image]) -> np.ndarray:
         """Pooled image features (N, 1280) float32."""
         if not images:

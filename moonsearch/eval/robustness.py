@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from moonsearch import photos
+from moonsearch.encoder.base import l2_normalize
 from moonsearch.eval.retrieval import embed, retrieval_recall
 
 KS = (1, 10)
@@ -30,8 +31,7 @@ def recall(queries: np.ndarray, candidates: np.ndarray, targets: list[int]) -> d
 def frozen_tower_vectors(towers, images: list[Image.Image], batch: int = 64) -> np.ndarray:
     """L2-normalised pooled EfficientNet-Lite0 features: the tower every moonsearch encoder stands on."""
     parts = [towers.image_features(images[i:i + batch]) for i in range(0, len(images), batch)]
-    vectors = np.concatenate(parts) if parts else np.zeros((0, 1280), np.float32)
-    return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return l2_normalize(np.concatenate(parts)) if parts else np.zeros((0, 1280), np.float32)
 
 
 def run(encoder, images: list[Image.Image], keys: list[str], candidates: np.ndarray, targets: list[int],

@@ -19,7 +19,7 @@ import torch
 
 from moonsearch.catalog import first_image, open_catalog
 from moonsearch.encoder.text import product_text
-from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, IMAGE_SIZE, Towers, image_to_tensor
+from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, IMAGE_SIZE, Towers
 from moonsearch.errors import MoonsearchError
 from moonsearch.progress import console, progress_bar
 from moonsearch.train.augment import consistent_rows, expand_image, make_enricher, shopper_queries
@@ -143,10 +143,7 @@ def build_token_cache(catalog_path: Path, config: dict, cache_dir: Path | None =
         grid = np.zeros((len(batch), 2, 12, IMAGE_FEATURE_DIM), np.float16)
         keep_variant = np.zeros(len(batch), bool)
         if present:
-            pixels = torch.stack([image_to_tensor(loaded[i]) for i in present] +
-                                 [image_to_tensor(v) for v, _ in variants])
-            maps = torch.from_numpy(towers.image_maps(pixels))                      # (2P, 1280, 4, 3)
-            tokens = maps.flatten(2).transpose(1, 2)                               # (2P, 12, 1280)
+            tokens = torch.from_numpy(towers.image_tokens([loaded[i] for i in present] + [v for v, _ in variants]))
             with torch.no_grad():
                 image_emb = judge.heads.embed_images(tokens.mean(1))
                 title_feats = torch.from_numpy(np.stack([states["title"][i].astype(np.float32).mean(0) for i in present]))
@@ -250,13 +247,12 @@ def build_photo_view_cache(catalog_path: Path, cache: TokenCache, views: int, se
     out = np.zeros((len(cache), views, 12, IMAGE_FEATURE_DIM), np.float16)
     towers = Towers(device=device)
     rng = random.Random(f"photo-views:{seed}")
-    batch_rows: list[int] = []
+    batch_rows: list[tuple[int, int]] = []   # (cache row, view number) of each image in the batch
     batch_images: list = []
     started = time.time()
 
     def flush() -> None:
-        pixels = torch.stack([image_to_tensor(im) for im in batch_images])
-        tokens = towers.image_maps(pixels).reshape(len(batch_images), IMAGE_FEATURE_DIM, -1).transpose(0, 2, 1)
+        tokens = towers.image_tokens(batch_images)
         for j, (row, view) in enumerate(batch_rows):
             out[row, view] = tokens[j]
         batch_rows.clear()
