@@ -80,8 +80,10 @@ def index(
 
 
 def _hits_table(hits, display_fields: list[str]) -> Table:
-    """One row per product; image queries add the product image that matched (position: path)."""
-    matched = any(hit.matched_image_index is not None for hit in hits)
+    """One row per product; an image query that matched some product through a later image of
+    it adds the image that matched (position: path). When every match is the first image, the
+    image column already shows it, and a second copy of every path would only crowd the table."""
+    matched = any(hit.matched_image_index for hit in hits)
     table = Table(show_lines=False)
     for column in ("#", "score", "id", "title", *display_fields, "image", *(["matched image"] if matched else [])):
         table.add_column(column, overflow="fold")
