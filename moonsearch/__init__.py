@@ -5,6 +5,8 @@ __version__ = "0.1.0"
 
 def open_index(path, device: str = "auto"):
     """Open an index folder for searching (see moonsearch.search.ProductIndex)."""
+    from moonsearch import threads
     from moonsearch.search.searcher import ProductIndex
 
+    threads.for_queries()   # one thread per runtime unless overridden (moonsearch.threads)
     return ProductIndex.open(path, device=device)

@@ -36,14 +36,12 @@ def default_index() -> Path:
     raise MoonsearchError(f"several indexes under ./indexes ({names}): choose one with --index")
 
 
-def _one_thread() -> None:
-    """One query is too small to gain from threads, and on a busy machine two OpenMP threads
-    wait on each other (measured: 480 ms vs 12 ms per warm text query beside another job)."""
-    import faiss
-    import torch
+def _query_threads() -> None:
+    """Queries run under the library's query thread policy (moonsearch.threads: 1 thread per
+    runtime unless MOONSEARCH_THREADS says otherwise); it never imports torch itself."""
+    from moonsearch import threads
 
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
+    threads.for_queries()
 
 
 @app.command()
@@ -114,7 +112,7 @@ def query(
     """Find products by text, by image, or by both."""
     from moonsearch.search.searcher import ProductIndex
 
-    _one_thread()
+    _query_threads()
 
     searcher = ProductIndex.open(index_path or default_index(), device=device)
     ranking = searcher.ranking(text, image, view, hybrid)
@@ -155,7 +153,7 @@ def explain_command(
     text, product_id = (None, args[0]) if len(args) == 1 else args
     if text is None and image is None:
         raise MoonsearchError("give a query text before the product id, or a query image with --image")
-    _one_thread()
+    _query_threads()
     searcher = ProductIndex.open(index_path or default_index(), device=device)
     result = explain_match(searcher, product_id, text=text, image=image, method=method)
     heatmap = None
@@ -288,6 +286,7 @@ def evaluate(
         if floors is not None or encoders != ["default"]:
             raise MoonsearchError("eval shopper scores an index with its own encoder: --encoder and --floors do not apply")
         queries = queries or Path("../shared/data/queries/shopper_queries.jsonl")
+        _query_threads()
         result = evaluate_shopper_queries(ProductIndex.open(index_path or default_index(), device=device), queries,
                                           hybrid=hybrid)
         rows = result.pop("per_query")["shopper"]
