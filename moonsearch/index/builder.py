@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
+import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +28,7 @@ from moonsearch.encoder.text import product_text
 from moonsearch.errors import MoonsearchError
 from moonsearch.index import vectors as faiss_vectors
 from moonsearch.index.device import placement_for
+from moonsearch import threads as thread_policy
 from moonsearch.progress import progress_bar
 from moonsearch.store.manifest import MANIFEST_FILE, Manifest
 from moonsearch.store.metadata import MetadataWriter, ProductRow
@@ -33,6 +38,11 @@ SKIPS_FILE = "skipped.jsonl"
 # loads) gets its own mm and image vectors in these files; EXTRA_MAP_FILE says whose they are.
 EXTRA_VIEWS = ("mm", "image")
 EXTRA_MAP_FILE = "extra-images.npz"
+# Products encoded per chunk when batches are sorted by text length: the sort has a few batches
+# to choose from, and a chunk's decoded images stay few. A chunk is also cut at a batch boundary
+# once its images pass CHUNK_PIXELS (about 300 MB of RGB).
+CHUNK_BATCHES = 4
+CHUNK_PIXELS = 100_000_000
 DISPLAY_CANDIDATES = ("brand", "articleType", "category", "baseColour", "colour", "color", "gender", "price")
 
 
@@ -174,6 +184,118 @@ def _image_failure(product: Product, position: int, exc: ImageError) -> dict:
             "reason": f"image {position} not embedded: {exc.reason}", "image": str(product.images[position])}
 
 
+class _Chunk:
+    """Products read ahead, with each one's first loadable image decoded (or why none was)."""
+
+    def __init__(self, products: list[Product], loaded: list):
+        self.products = products
+        self.loaded = loaded
+
+
+def _read_chunks(catalog, batch_size: int, chunk_batches: int, workers: int) -> Iterator[_Chunk]:
+    """Chunks of up to `chunk_batches` whole batches, each product's first loadable image
+    decoded (by `workers` threads when there are several). A chunk is cut early, at a batch
+    boundary so batches stay exactly those of a serial build, once its decoded images pass
+    CHUNK_PIXELS: large catalog photos never pile up in memory."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="moonsearch-decode") if workers > 1 else None
+
+    def decode(batch: list[Product]) -> list:
+        first = lambda product: _first_loadable(product.images)  # noqa: E731
+        return list(pool.map(first, batch)) if pool is not None else [first(p) for p in batch]
+
+    try:
+        products: list[Product] = []
+        loaded: list = []
+        batch: list[Product] = []
+        pixels = 0
+        for product in catalog.products():
+            batch.append(product)
+            if len(batch) < batch_size:
+                continue
+            done = decode(batch)
+            products += batch
+            loaded += done
+            pixels += sum(image.width * image.height for _, image, _ in done if image is not None)
+            batch = []
+            if len(products) >= batch_size * chunk_batches or pixels >= CHUNK_PIXELS:
+                yield _Chunk(products, loaded)
+                products, loaded, pixels = [], [], 0
+        if batch:
+            loaded += decode(batch)
+            products += batch
+        if products:
+            yield _Chunk(products, loaded)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+class _Prefetch:
+    """Reads and decodes the next chunk in a background thread while the caller encodes the
+    current one. PIL and the catalog reader release the GIL for most of their work, so on a
+    2-core machine decoding runs beside the encoder instead of before it. At most one chunk
+    waits in the queue; an error in the reader reaches the caller at the chunk it stopped."""
+
+    _DONE = object()
+
+    def __init__(self, chunks: "Iterator[_Chunk]"):
+        self.chunks = chunks
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="moonsearch-decode", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for chunk in self.chunks:
+                if not self._put(chunk):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(exc)
+            return
+        self._put(self._DONE)
+
+    def __iter__(self):
+        while True:
+            item = self.queue.get()
+            if item is self._DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+def _encode_chunk(encoder: Encoder, texts: list[str], images: list, batch_size: int, by_length: bool):
+    """The three views of a chunk, rows in catalog order. With `by_length` the products are
+    encoded in batches of similar text length (a stable sort of the chunk), so the text tower
+    and the fusion model pad each batch to a near length instead of the chunk's longest; the
+    vectors go back to their rows afterwards, so only float rounding can differ."""
+    n = len(texts)
+    order = sorted(range(n), key=lambda i: len(texts[i])) if by_length else list(range(n))
+    out: dict[str, np.ndarray] = {}
+    for start in range(0, n, batch_size):
+        rows = order[start:start + batch_size]
+        views = encoder.encode_views([texts[i] for i in rows], [images[i] for i in rows])
+        for view in VIEWS:
+            if view not in out:
+                out[view] = np.zeros((n, views[view].shape[1]), np.float32)
+            out[view][rows] = views[view]
+    return out
+
+
 def build_index(
     catalog_path: Path | str,
     out: Path | str,
@@ -182,8 +304,16 @@ def build_index(
     device: str = "auto",
     batch_size: int = 64,
     fail_after_batches: int | None = None,
+    threads: int | None = None,
+    overlap: bool = True,
+    sort_by_length: bool = True,
 ) -> BuildSummary:
-    """Index a catalog into `out`. `fail_after_batches` simulates a crash (tests only)."""
+    """Index a catalog into `out`. `fail_after_batches` simulates a crash (tests only).
+
+    `threads` overrides the indexing thread policy (moonsearch.threads); `overlap` decodes the
+    next images in a background thread while the current batch encodes; `sort_by_length`
+    batches products of similar text length together. Neither changes what is written beyond
+    float rounding; both off is the plain serial loop (tests compare the two)."""
     started = time.time()
     out = Path(out)
     _check_replaceable(out)
@@ -195,19 +325,30 @@ def build_index(
     placement = placement_for(device, kind)
     if isinstance(encoder, str):
         encoder = load_encoder(encoder, device=placement.encoder)
+    with thread_policy.using(thread_policy.resolve(thread_policy.INDEXING, threads)) as policy:
+        summary = _build(catalog, scan, out, encoder, kind, placement, batch_size, fail_after_batches,
+                         policy, overlap, sort_by_length)
+    summary.seconds = time.time() - started
+    return summary
 
+
+def _build(catalog, scan, out: Path, encoder: Encoder, kind: str, placement, batch_size: int,
+           fail_after_batches: int | None, policy, overlap: bool, sort_by_length: bool) -> BuildSummary:
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out)
     staging = _staging_folder(out)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     summary = BuildSummary(out=out, index_type=kind, placement=placement.reason)
+    prefetch = None
     try:
         writer = MetadataWriter(staging)
+        con = getattr(writer, "con", None)
+        if con is not None:
+            thread_policy.configure_duckdb(con, policy.threads)
         buffers = _ViewBuffers()
         extras = _ExtraImages()
         attribute_counts: dict[str, int] = {}
-        batch: list[Product] = []
         batches_done = 0
 
         def embed_further(chunk) -> None:
@@ -224,12 +365,9 @@ def build_index(
                 summary.images += len(done)
                 summary.extra_images += len(done)
 
-        def flush() -> None:
+        def record(batch: list[Product], texts: list[str], loaded: list) -> None:
+            """Rows, report entries and further images of one batch, in catalog order."""
             nonlocal batches_done
-            loaded = [_first_loadable(p.images) for p in batch]
-            images = [image for _, image, _ in loaded]
-            texts = [product_text(p.title, p.attributes) for p in batch]
-            buffers.add(encoder.encode_views(texts, images))
             rows = []
             further = []   # (product row, text, product, position) of images after the first that loaded
             for product, text, (position, image, failures) in zip(batch, texts, loaded):
@@ -255,25 +393,28 @@ def build_index(
                     attributes=product.attributes, source=product.source, text=text))
                 summary.products += 1
             writer.add(rows)
-            del loaded, images
             for start in range(0, len(further), batch_size):   # batch_size images decoded at a time
                 embed_further(further[start:start + batch_size])
-            batch.clear()
             batches_done += 1
             if fail_after_batches is not None and batches_done >= fail_after_batches:
                 raise RuntimeError("simulated failure during indexing")
 
-        with progress_bar() as bar:
+        workers = policy.decode_workers if overlap else 0
+        chunks = _read_chunks(catalog, batch_size, CHUNK_BATCHES if sort_by_length else 1, workers)
+        if overlap:
+            chunks = prefetch = _Prefetch(chunks)
+        with progress_bar(unit="products") as bar:
             task = bar.add_task(f"indexing {catalog.path.name}", total=scan.products)
-            for product in catalog.products():
-                batch.append(product)
-                if len(batch) == batch_size:
-                    flush()
-                    bar.advance(task, batch_size)
-            if batch:
-                n = len(batch)
-                flush()
-                bar.advance(task, n)
+            for chunk in chunks:
+                texts = [product_text(p.title, p.attributes) for p in chunk.products]
+                images = [image for _, image, _ in chunk.loaded]
+                buffers.add(_encode_chunk(encoder, texts, images, batch_size, sort_by_length))
+                del images
+                for start in range(0, len(chunk.products), batch_size):
+                    stop = start + batch_size
+                    record(chunk.products[start:stop], texts[start:stop], chunk.loaded[start:stop])
+                    bar.advance(task, len(chunk.products[start:stop]))
+                del chunk
         writer.close()
 
         summary.with_image = summary.products - summary.text_only
@@ -303,7 +444,10 @@ def build_index(
         ).write(staging)
         _swap_into_place(staging, out)
     except BaseException:
+        if prefetch is not None:
+            prefetch.close()
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    summary.seconds = time.time() - started
+    if prefetch is not None:
+        prefetch.close()
     return summary
