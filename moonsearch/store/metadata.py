@@ -18,8 +18,11 @@ import numpy as np
 import pyarrow as pa
 
 from moonsearch.errors import IndexFormatError, MoonsearchError
+from moonsearch.store.attribute_index import AttributeIndex, load_attribute_index
 from moonsearch.store.filters import Filter
-from moonsearch.store.keywords import create_keyword_index, has_keyword_index, keyword_search, load_fts
+from moonsearch.store.keywords import KEYWORD_SCHEMA, create_keyword_index, has_keyword_index, keyword_search, load_fts
+from moonsearch.store.postings import KeywordIndexMismatch, Postings, load_postings
+from moonsearch.store.records import COLUMNS, RecordTable, load_records, record
 
 DB_FILE = "metadata.duckdb"
 
@@ -123,7 +126,17 @@ class MetadataWriter:
 
 
 class MetadataStore:
-    """Read side: product records by vector row, and filters turned into allowed rows."""
+    """Read side: product records by vector row, and filters turned into allowed rows.
+
+    DuckDB is the store of record; searches are answered from memory. Filters load a key's
+    values on its first use. Keyword postings and hit records take longer to read (0.1-0.3 s
+    each on 40k products) than one SQL answer costs, so the first use of each is answered by
+    SQL (a one-shot CLI query pays only that) and the next one loads them (a long-lived index
+    pays once). `memory_after` is that count of SQL answers; 0 loads on first use. The `*_sql`
+    methods are the SQL reference the in-memory answers are tested against.
+    """
+
+    memory_after = 1
 
     def __init__(self, folder: Path):
         path = Path(folder) / DB_FILE
@@ -132,6 +145,15 @@ class MetadataStore:
         self.con = duckdb.connect(str(path), read_only=True)
         self._keys: list[tuple[str, int]] | None = None
         self._fts_loaded = False
+        self._attributes: AttributeIndex | None = None
+        self._postings: Postings | None | bool = None    # False: an fts index Postings does not score
+        self._records: RecordTable | None = None
+        self._uses = {"keywords": 0, "records": 0}
+
+    def _in_memory(self, kind: str) -> bool:
+        """Whether this use of `kind` is the one that loads it (see the class docstring)."""
+        self._uses[kind] += 1
+        return self._uses[kind] > self.memory_after
 
     def count(self) -> int:
         return self.con.execute("SELECT count(*) FROM products").fetchone()[0]
@@ -140,15 +162,19 @@ class MetadataStore:
         """Records for vector rows, in the order asked."""
         if len(rows) == 0:
             return []
-        found = self.con.execute(
-            "SELECT row, id, title, description, images, has_image, attributes, source "
-            "FROM products WHERE row IN (SELECT unnest(?))", [list(map(int, rows))]
-        ).fetchall()
-        by_row = {
-            r[0]: {"row": r[0], "id": r[1], "title": r[2], "description": r[3], "images": r[4],
-                   "has_image": r[5], "attributes": json.loads(r[6]) if r[6] else {}, "source": r[7]}
-            for r in found
-        }
+        if self._records is None and self._in_memory("records"):
+            self._records = load_records(self.con)
+        if self._records is None:
+            return self.products_sql(rows)
+        return self._records.records(rows)
+
+    def products_sql(self, rows: Sequence[int]) -> list[dict]:
+        """products() by one SQL query: the first use, and the reference for the in-memory one."""
+        if len(rows) == 0:
+            return []
+        found = self.con.execute(f"SELECT {', '.join(COLUMNS)} FROM products WHERE row IN (SELECT unnest(?))",
+                                 [list(map(int, rows))]).fetchall()
+        by_row = {r[0]: record(r) for r in found}
         return [by_row[int(r)] for r in rows]
 
     def row_of(self, product_id: str) -> int | None:
@@ -170,9 +196,7 @@ class MetadataStore:
     def _rows(self, sql: str, params: list) -> np.ndarray:
         return np.array([r[0] for r in self.con.execute(sql, params).fetchall()], dtype=np.int64)
 
-    def allowed_rows(self, filters: Sequence[Filter]) -> np.ndarray:
-        """Rows matching every filter (sorted), evaluated with bound parameters only."""
-        parts, params = [], []
+    def _check_keys(self, filters: Sequence[Filter]) -> None:
         known = {k for k, _ in self.attribute_keys()}
         for f in filters:
             if f.key not in known:
@@ -180,24 +204,53 @@ class MetadataStore:
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 raise MoonsearchError(f"no attribute '{f.key}' in this index{hint}; "
                                       f"`moonsearch info` lists the filterable fields")
+
+    def allowed_rows(self, filters: Sequence[Filter]) -> np.ndarray:
+        """Rows matching every filter (sorted), from attribute values held in memory."""
+        self._check_keys(filters)
+        if self._attributes is None:
+            self._attributes = load_attribute_index(self.con)
+        return self._attributes.allowed_rows(filters)
+
+    def allowed_rows_sql(self, filters: Sequence[Filter]) -> np.ndarray:
+        """allowed_rows() by SQL, with bound parameters only: the reference for the in-memory one."""
+        self._check_keys(filters)
+        parts, params = [], []
+        for f in filters:
             sql, values = f.to_sql()
             parts.append(sql)
             params.extend(values)
         query = " INTERSECT ".join(parts) if parts else "SELECT row FROM products"
-        return np.sort(self._rows(query, params))
+        # unique: a lone filter on a list-valued key matched a product once per matching value
+        return np.unique(self._rows(query, params))
 
     def has_keyword_index(self) -> bool:
         return has_keyword_index(self.con)
 
     def keyword_rows(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """(row, BM25 score) of the k best keyword matches, among `allowed` rows if given."""
+        if self._postings is None and self._in_memory("keywords"):
+            self._check_keyword_index()
+            try:
+                self._postings = load_postings(self.con, KEYWORD_SCHEMA)
+            except KeywordIndexMismatch:
+                self._postings = False    # an fts index built otherwise: its SQL macro keeps answering
+        if self._postings:
+            return self._postings.search(query, k, allowed)
+        return self.keyword_rows_sql(query, k, allowed)
+
+    def keyword_rows_sql(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """keyword_rows() by DuckDB's fts macro: the first use, and the reference for the in-memory one."""
         if not self._fts_loaded:   # checked and loaded on the first keyword query only
-            if not self.has_keyword_index():
-                raise IndexFormatError("this index has no keyword index (it was built by an older moonsearch); "
-                                       "rebuild it with `moonsearch index` to search by keywords")
+            self._check_keyword_index()
             load_fts(self.con)
             self._fts_loaded = True
         return keyword_search(self.con, query, k, allowed)
+
+    def _check_keyword_index(self) -> None:
+        if not self.has_keyword_index():
+            raise IndexFormatError("this index has no keyword index (it was built by an older moonsearch); "
+                                   "rebuild it with `moonsearch index` to search by keywords")
 
     def close(self) -> None:
         self.con.close()
