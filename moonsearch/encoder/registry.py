@@ -25,9 +25,36 @@ def available_encoders() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
 
 
-def load_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu", weights: Path | None = None) -> Encoder:
-    """Load a shipped encoder by name, or one trained by the user from `weights`."""
+RUNTIMES = ("auto", "onnx", "torch")
+
+
+def onnx_runtime_for(device: str, runtime: str = "auto") -> bool:
+    """Whether a moon-lite encoder on `device` runs on ONNX Runtime: on a CPU where it is
+    installed (MOONSEARCH_ONNX=0 turns it off) unless torch is asked for; never on a GPU."""
+    if runtime not in RUNTIMES:
+        raise MoonsearchError(f"unknown runtime '{runtime}' (choose from {', '.join(RUNTIMES)})")
+    from moonsearch.encoder import onnx_image
+
+    if runtime == "onnx":
+        if device != "cpu":
+            raise MoonsearchError(f"the ONNX runtime runs on the CPU; device '{device}' needs runtime='torch'")
+        if not onnx_image.available():
+            raise MoonsearchError("the ONNX runtime was asked for, but onnxruntime is not installed or MOONSEARCH_ONNX=0")
+        return True
+    return runtime == "auto" and device == "cpu" and onnx_image.available()
+
+
+def load_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu", weights: Path | None = None,
+                 runtime: str = "auto") -> Encoder:
+    """Load a shipped encoder by name, or one trained by the user from `weights`.
+
+    `runtime`: "auto" runs moon-lite on ONNX Runtime on a CPU (no torch on the query path; the
+    graphs are exported once, with torch, when the cache lacks them) and on torch elsewhere;
+    "torch" asks for MoonEncoder itself (training, `.towers`, `.model`, token memos); "onnx"
+    insists on ONNX Runtime. The other encoders always run on torch."""
     name = DEFAULT_ENCODER if name in (None, "", "default") else name
+    if runtime not in RUNTIMES:
+        raise MoonsearchError(f"unknown runtime '{runtime}' (choose from {', '.join(RUNTIMES)})")
     if name == "mllm" or (Path(name) / "moonsearch.json").is_file():
         # A trained MLLM encoder is a folder, named by `weights` (index manifests) or as the name.
         folder = Path(weights) if weights else (None if name == "mllm" else Path(name))
@@ -49,6 +76,10 @@ def load_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu", weights: Path
         from moonsearch.encoder.baseline import BaselineEncoder
 
         return BaselineEncoder.load(path, device=device)
+    if onnx_runtime_for(device, runtime):
+        from moonsearch.encoder.onnx_moon import OnnxMoonEncoder
+
+        return OnnxMoonEncoder.load(path)
     from moonsearch.encoder.moon import MoonEncoder
 
     return MoonEncoder.load(path, device=device)
