@@ -47,7 +47,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import default_data, machine_block, markdown_table  # noqa: E402
 
-PARTS = ("pipeline", "bare", "vitb32")
+from moonsearch import threads as thread_policy  # noqa: E402
+
+PARTS = ("pipeline", "serial", "torch", "bare", "vitb32")
+DEFAULT_PARTS = ("pipeline", "serial", "torch", "bare")   # vitb32 (7+ min) only when asked
 QUICK_PRODUCTS = 64
 
 # ---------------------------------------------------------------------------------------------
@@ -230,13 +233,34 @@ def warm_encoder(encoder, products) -> None:
     encoder.encode_views([product_text(p.title, p.attributes) for p in sample], images)
 
 
-def run_pipeline(encoder, catalog: Path, workdir: Path, batch_size: int) -> dict:
+def run_pipeline(encoder, catalog: Path, workdir: Path, batch_size: int, threads: int | None = None,
+                 overlap: bool = True, sort_by_length: bool = True) -> dict:
+    """build_index end to end; overlap/sort off is the serial loop the builder had before."""
     from moonsearch.index.builder import build_index
 
     summary = build_index(catalog, workdir / "index", encoder=encoder, index_type="auto",
-                          device="cpu", batch_size=batch_size)
+                          device="cpu", batch_size=batch_size, threads=threads, overlap=overlap,
+                          sort_by_length=sort_by_length)
+    how = "decode overlapped, sorted by text length" if overlap and sort_by_length else "serial loop"
     return {"products": summary.products, "seconds": summary.seconds,
-            "note": f"{summary.with_image} with image, {summary.index_type} index"}
+            "note": f"{how}; {summary.with_image} with image, {summary.index_type} index"}
+
+
+def run_torch(args, n: int) -> dict:
+    """Today's torch path: the serial loop with MOONSEARCH_ONNX=0, in its own process, since the
+    encoder chooses its runtime when it loads."""
+    import os
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "torch.json"
+        argv = [sys.executable, str(Path(__file__).resolve()), "--parts", "serial", "--products", str(n),
+                "--data", str(args.data), "--batch-size", str(args.batch_size), "--encoder", args.encoder,
+                "--no-machine", "--json", str(out)] + (["--threads", str(args.threads)] if args.threads else [])
+        subprocess.run(argv, check=True, env={**os.environ, "MOONSEARCH_ONNX": "0"}, stdout=subprocess.DEVNULL)
+        result = json.loads(out.read_text())["results"]["serial"]
+    result["note"] = "MOONSEARCH_ONNX=0 (torch towers), " + result["note"]
+    return result
 
 
 def _baseline_forward(encoder):
@@ -286,10 +310,23 @@ def run_bare(encoder, products, batch_size: int) -> dict:
             forward(*item)
         note = "towers + heads on ready tensors"
     else:
+        # the same batches the pipeline encodes: chunks of CHUNK_BATCHES batches sorted by text length
+        from moonsearch.index.builder import CHUNK_BATCHES, _encode_chunk
+
+        chunks, texts, boxed = [], [], []
+        for item_texts, item_boxed in prepared:
+            texts += item_texts
+            boxed += item_boxed
+            if len(texts) >= batch_size * CHUNK_BATCHES:
+                chunks.append((texts, boxed))
+                texts, boxed = [], []
+        if texts:
+            chunks.append((texts, boxed))
         start = time.perf_counter()
-        for texts, boxed in prepared:
-            encoder.encode_views(texts, boxed)
-        note = f"{type(encoder).__name__}.encode_views on letterboxed images (tensor conversion, tokenizing included)"
+        for texts, boxed in chunks:
+            _encode_chunk(encoder, texts, boxed, batch_size, True)
+        note = (f"{type(encoder).__name__}.encode_views on letterboxed images, batches sorted by text length "
+                "as the pipeline's (tensor conversion, tokenizing included)")
     return {"products": len(products), "seconds": time.perf_counter() - start, "note": note}
 
 
@@ -337,6 +374,10 @@ def report(results: dict, encoder_name: str, clip_source: str | None, batch_size
     labels = {
         "pipeline": (f"(a) moonsearch `{encoder_name}`, `build_index` end to end",
                      "read JSONL, decode, letterbox 96x128, tokenize, encode, write FAISS + DuckDB"),
+        "serial": (f"(a0) moonsearch `{encoder_name}`, `build_index` serial loop",
+                   "as (a), decoding before encoding, batches in catalog order (the builder before issue 17)"),
+        "torch": (f"(t) moonsearch `{encoder_name}` on torch, serial loop",
+                  "as (a0) with MOONSEARCH_ONNX=0: today's torch path"),
         "bare": (f"(b) moonsearch `{encoder_name}`, bare forward pass",
                  "forward only; inputs decoded, preprocessed, tokenized beforehand"),
         "vitb32": ("(c) CLIP ViT-B-32 image+text, random weights",
@@ -344,7 +385,8 @@ def report(results: dict, encoder_name: str, clip_source: str | None, batch_size
     }
     rows = [[labels[k][0], labels[k][1], r["products"], f"{r['seconds']:.2f}", f"{rate(r):.1f}", r["note"]]
             for k, r in results.items()]
-    out = [f"### Indexing throughput (batch size {batch_size}, CPU, {torch.get_num_threads()} torch threads)",
+    out = [f"### Indexing throughput (batch size {batch_size}, CPU, {torch.get_num_threads()} torch threads, "
+           f"thread policy {thread_policy.current().describe()})",
            markdown_table(["what", "timed", "products", "seconds", "products/s", "note"], rows)]
     ratios = []
     if "pipeline" in results and "vitb32" in results:
@@ -356,11 +398,32 @@ def report(results: dict, encoder_name: str, clip_source: str | None, batch_size
     if "pipeline" in results and "bare" in results:
         ratios.append(["(a) / (b): pipeline vs its bare forward (share of the ceiling reached)",
                        f"{rate(results['pipeline']) / rate(results['bare']):.2f}"])
+    if "pipeline" in results and "serial" in results:
+        ratios.append(["(a) / (a0): overlapped and sorted vs serial loop",
+                       f"{rate(results['pipeline']) / rate(results['serial']):.2f}x"])
+    if "pipeline" in results and "torch" in results:
+        ratios.append(["(a) / (t): speedup over today's torch path (target >= 2.5)",
+                       f"{rate(results['pipeline']) / rate(results['torch']):.2f}x"])
     if ratios:
         out.append(markdown_table(["ratio", "value"], ratios))
     if clip_source is not None:
         out.append(f"ViT-B-32 implementation: {clip_source}.")
     return "\n\n".join(block.strip() for block in out) + "\n"
+
+
+def summary(results: dict) -> dict:
+    """latency.json's "indexing" block."""
+    def r(part):
+        return round(rate(results[part]), 2) if part in results else None
+
+    out = {"products_per_s": r("pipeline"), "torch_products_per_s": r("torch"),
+           "serial_products_per_s": r("serial"), "bare_products_per_s": r("bare")}
+    out["speedup"] = round(out["products_per_s"] / out["torch_products_per_s"], 2) \
+        if out["products_per_s"] and out["torch_products_per_s"] else None
+    out["bare_ratio"] = round(out["products_per_s"] / out["bare_products_per_s"], 3) \
+        if out["products_per_s"] and out["bare_products_per_s"] else None
+    out["products"] = next((v["products"] for v in results.values()), None)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -370,8 +433,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--encoder", default="default")
     parser.add_argument("--threads", type=int,
-                        help="torch and FAISS threads [their default: one per core]; 1 is steadier on a busy machine")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+                        help="intra-op threads for every runtime [moonsearch's indexing thread policy]")
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS)} [{','.join(DEFAULT_PARTS)}]")
     parser.add_argument("--quick", action="store_true", help=f"tiny scale ({QUICK_PRODUCTS} products): a smoke run")
     parser.add_argument("--no-machine", action="store_true", help="leave out the machine block (run_all prints it)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
@@ -384,11 +448,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.data / "products.jsonl").is_file() or not (args.data / "images").is_dir():
         sys.exit(f"Myntra catalog not found at {args.data} (needs products.jsonl and images/); pass --data")
 
-    if args.threads:
-        import faiss
-
-        torch.set_num_threads(args.threads)
-        faiss.omp_set_num_threads(args.threads)
+    thread_policy.for_indexing(args.threads)   # torch and FAISS for the bare and ViT parts too
     if not args.no_machine:
         print(machine_block())
     from moonsearch.encoder.registry import load_encoder
@@ -401,7 +461,7 @@ def main(argv: list[str] | None = None) -> None:
         products = load_products(catalog)
         print(f"{len(products)} products: the first {n} records of {args.data / 'products.jsonl'}", file=sys.stderr)
         encoder = None
-        if {"pipeline", "bare"} & set(parts):
+        if {"pipeline", "serial", "bare"} & set(parts):
             encoder = load_encoder(args.encoder, device="cpu")
             warm_encoder(encoder, products)
         for part in PARTS:
@@ -409,7 +469,12 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             print(f"running {part} ...", file=sys.stderr)
             if part == "pipeline":
-                results[part] = run_pipeline(encoder, catalog, workdir, args.batch_size)
+                results[part] = run_pipeline(encoder, catalog, workdir, args.batch_size, args.threads)
+            elif part == "serial":
+                results[part] = run_pipeline(encoder, catalog, workdir, args.batch_size, args.threads,
+                                             overlap=False, sort_by_length=False)
+            elif part == "torch":
+                results[part] = run_torch(args, n)
             elif part == "bare":
                 results[part] = run_bare(encoder, products, args.batch_size)
             else:
@@ -423,7 +488,8 @@ def main(argv: list[str] | None = None) -> None:
     name = getattr(encoder, "name", args.encoder) if encoder is not None else args.encoder
     print(report(results, name, clip_source, args.batch_size))
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "vitb32": clip_source}, indent=2))
+        args.json.write_text(json.dumps({"results": results, "vitb32": clip_source, "indexing": summary(results),
+                                         "threads": thread_policy.current().describe()}, indent=2))
 
 
 if __name__ == "__main__":
