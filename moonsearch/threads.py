@@ -11,9 +11,9 @@ benchmarks/results/speed.md, "Thread policy"):
 
 - queries: 1 thread for every runtime. One query is a handful of small matrix products; a second
   thread only adds hand-off latency, and a server answers several queries at once anyway.
-- indexing: 1 intra-op thread for the encoder and FAISS, plus one background thread decoding the
-  next batch's images (PIL releases the GIL), so two cores are kept busy without two runtimes
-  fighting for them.
+- indexing: every core but one for the encoder and FAISS (1 on this machine), plus a background
+  thread decoding the next batch's images (PIL releases the GIL), so the cores are kept busy
+  without two runtimes fighting for them.
 
 Overrides, strongest first: an explicit `threads=` argument to `for_queries` / `for_indexing`;
 `set_threads(queries=..., indexing=...)` from Python; the environment (MOONSEARCH_QUERY_THREADS,
@@ -36,7 +36,13 @@ from dataclasses import dataclass
 QUERY, INDEXING = "query", "indexing"
 ENV_BOTH = "MOONSEARCH_THREADS"
 ENV_BY_MODE = {QUERY: "MOONSEARCH_QUERY_THREADS", INDEXING: "MOONSEARCH_INDEX_THREADS"}
-DEFAULT_THREADS = {QUERY: 1, INDEXING: 1}
+MAX_INDEXING_THREADS = 8   # past this the towers' small matrices stop scaling
+
+
+def default_threads(mode: str) -> int:
+    """Queries: 1. Indexing: every core but one, which is left to image decoding and writing
+    (1 on a 2-core machine, where that measured best)."""
+    return 1 if mode == QUERY else max(1, min(MAX_INDEXING_THREADS, usable_cores() - 1))
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ def reset() -> None:
 
 def resolve(mode: str, threads: int | None = None) -> Policy:
     """The policy for `mode` without applying it."""
-    if mode not in DEFAULT_THREADS:
+    if mode not in (QUERY, INDEXING):
         raise ValueError(f"unknown thread policy mode {mode!r}")
     if threads is not None:
         count, source = _positive(threads, "threads"), "argument"
@@ -102,7 +108,7 @@ def resolve(mode: str, threads: int | None = None) -> Policy:
     elif os.environ.get(ENV_BOTH, "").strip():
         count, source = _positive(os.environ[ENV_BOTH], ENV_BOTH), f"env {ENV_BOTH}"
     else:
-        count, source = DEFAULT_THREADS[mode], "default"
+        count, source = default_threads(mode), "default"
     # Decoding gets the cores the encoder leaves; at least one thread, so the next batch is
     # read while this one encodes even when the encoder asked for every core.
     decode = max(1, min(4, usable_cores() - count)) if mode == INDEXING else 0

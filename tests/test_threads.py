@@ -25,10 +25,12 @@ def clean(monkeypatch):
     faiss.omp_set_num_threads(before)
 
 
-def test_defaults_are_one_thread_for_queries_and_for_indexing():
+def test_defaults_one_thread_for_queries_and_a_core_left_to_decoding_when_indexing(monkeypatch):
     assert threads.resolve(threads.QUERY) == threads.Policy(threads.QUERY, 1, 0, "default")
-    indexing = threads.resolve(threads.INDEXING)
-    assert indexing.threads == 1 and indexing.decode_workers >= 1 and indexing.source == "default"
+    for cores, expected in ((1, 1), (2, 1), (4, 3), (64, threads.MAX_INDEXING_THREADS)):
+        monkeypatch.setattr(threads, "usable_cores", lambda: cores)
+        indexing = threads.resolve(threads.INDEXING)
+        assert (indexing.threads, indexing.source) == (expected, "default") and indexing.decode_workers >= 1
 
 
 def test_the_query_policy_reaches_faiss_duckdb_and_onnxruntime():
