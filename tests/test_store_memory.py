@@ -173,6 +173,22 @@ def test_store_answers_by_sql_first_then_from_memory(folder):
         s.close()
 
 
+def test_opening_reads_nothing_and_vectors_queries_load_no_postings(folder, encoder):
+    from moonsearch.search.searcher import ProductIndex
+
+    index = ProductIndex.open(folder, device="cpu", encoder=encoder)
+    try:
+        store = index.store
+        assert (store._postings, store._records, store._attributes) == (None, None, None)
+        for _ in range(3):
+            index.search(text="red dress", k=5, hybrid=False)
+        assert store._postings is None and store._records is not None and store._attributes is None
+        index.search(text="red dress", k=5, filters=["gender=Women"], hybrid=False)
+        assert store._attributes is not None and store._postings is None
+    finally:
+        index.close()
+
+
 def test_an_fts_index_built_otherwise_is_scored_by_its_sql_macro(folder, tmp_path):
     shutil.copy(folder / DB_FILE, tmp_path / DB_FILE)
     con = duckdb.connect(str(tmp_path / DB_FILE))
