@@ -129,8 +129,8 @@ class MetadataStore:
     """Read side: product records by vector row, and filters turned into allowed rows.
 
     DuckDB is the store of record; searches are answered from memory. Filters load a key's
-    values on its first use. Keyword postings and hit records take longer to read (0.1-0.3 s
-    each on 40k products) than one SQL answer costs, so the first use of each is answered by
+    values on its first use. Keyword postings and hit records take longer to read (0.5 and 0.75 s
+    on 40k products, on 2 busy cores) than one SQL answer costs, so the first use of each is answered by
     SQL (a one-shot CLI query pays only that) and the next one loads them (a long-lived index
     pays once). `memory_after` is that count of SQL answers; 0 loads on first use. The `*_sql`
     methods are the SQL reference the in-memory answers are tested against.
