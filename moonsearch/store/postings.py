@@ -1,7 +1,7 @@
 """BM25 keyword search from postings held in memory, scored exactly as DuckDB's fts extension.
 
 DuckDB's `match_bm25` macro re-reads the index tables on every query (35 ms on 40k products);
-the same postings in numpy arrays answer in well under a millisecond. The index DuckDB built
+the same postings in numpy arrays answer in under a millisecond. The index DuckDB built
 stays the store of record: `load_postings` reads its tables once and checks that its macros are
 the ones this module reproduces (tokeniser, stemmer, formula); anything else is refused with
 `KeywordIndexMismatch` so the caller can keep using the SQL macro.
