@@ -6,7 +6,9 @@ tested on CPU-only machines; the probes and the GPU transfer are the only GPU-to
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from moonsearch.errors import MoonsearchError
 
@@ -39,9 +41,19 @@ def choose_placement(requested: str, torch_cuda: bool, faiss_gpus: int, index_ty
 
 
 def probe_torch_cuda() -> bool:
+    """Whether torch sees a CUDA GPU. On Linux without a GPU driver it cannot, and the answer
+    comes without importing torch (seconds of a cold query that otherwise needs no torch)."""
+    if "torch" not in sys.modules and sys.platform.startswith("linux") and not _gpu_driver_present():
+        return False
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def _gpu_driver_present() -> bool:
+    """An NVIDIA (or ROCm) kernel driver is loaded: the precondition of torch.cuda on Linux."""
+    return (Path("/proc/driver/nvidia/version").exists() or Path("/dev/kfd").exists()
+            or any(Path("/dev").glob("nvidia[0-9]*")))
 
 
 def probe_faiss_gpus() -> int:
@@ -52,6 +64,8 @@ def probe_faiss_gpus() -> int:
 
 
 def placement_for(requested: str, index_type: str) -> Placement:
+    if requested == "cpu":   # nothing to probe
+        return choose_placement(requested, False, 0, index_type)
     return choose_placement(requested, probe_torch_cuda(), probe_faiss_gpus(), index_type)
 
 
