@@ -88,7 +88,7 @@ def test_encode_matches_torch_for_every_input_form(encoders, products):
         assert cosines(a, b).min() >= 0.999, form
 
 
-def test_encode_views_is_one_fusion_run_matching_torch(encoders, products):
+def test_encode_views_matches_torch(encoders, products):
     onnx, torch_encoder = encoders
     texts, images = products
     ours, theirs = onnx.encode_views(texts, images), torch_encoder.encode_views(texts, images)

@@ -35,9 +35,9 @@ def available() -> bool:
 
 
 def model_path(weights_file: str, size: tuple[int, int]) -> Path:
-    from moonsearch.encoder.base import file_sha256
+    from moonsearch.encoder.onnx_moon import weights_digest   # sha256, remembered by file stat
 
-    key = f"{file_sha256(Path(weights_file))[:16]}-{size[0]}x{size[1]}-v{EXPORT_VERSION}"
+    key = f"{weights_digest(Path(weights_file))[:16]}-{size[0]}x{size[1]}-v{EXPORT_VERSION}"
     return cache_root() / "onnx" / f"efficientnet-lite0-{key}.onnx"
 
 
