@@ -6,14 +6,20 @@ that waits for a preempted sibling at every parallel step costs far more than it
 beside another job, the indexer ran 5.4 products/s with 2 torch threads and 15/s with 1; a warm
 text query took 480 ms with 2 threads and 12 ms with 1 (benchmarks/speed/README.md).
 
-Defaults, picked from measurements on this 2-core machine (figures in
-benchmarks/results/speed.md, "Thread policy"):
+Defaults, picked from measurements on this 2-core machine (2026-12-03, with a training job and
+other work keeping the load average at 5-9; figures also in benchmarks/results/speed.md):
 
-- queries: 1 thread for every runtime. One query is a handful of small matrix products; a second
-  thread only adds hand-off latency, and a server answers several queries at once anyway.
-- indexing: every core but one for the encoder and FAISS (1 on this machine), plus a background
-  thread decoding the next batch's images (PIL releases the GIL), so the cores are kept busy
-  without two runtimes fighting for them.
+- queries: 1 thread for every runtime. Warm query p50 on the sample index with 1 vs 2 threads
+  (two rounds each): vectors text 18.5/17.5 vs 19.0/17.3 ms, image 22.4/22.1 vs 21.2/20.5 ms,
+  hybrid text 24.2/20.0 vs 11.6/22.5 ms: no gain from a second thread, so one query never takes
+  a core from whatever else runs (a server answers several queries at once instead).
+- indexing: one intra-op thread per core (at most 8) for the encoder and FAISS, plus one
+  background thread decoding the next images (PIL releases the GIL). On ONNX Runtime, which
+  does not spin-wait here, 2 threads beat 1: 1,024 Myntra products through build_index ran
+  14.1 products/s with 2 threads vs 10.3 with 1 (256 products: 11.7 and 13.7 vs 4.5 and 8.1).
+  torch's OpenMP threads are the exception: beside another job, 2 torch threads indexed 5.4
+  products/s vs 15 with 1 (issue 17), so the torch path (MOONSEARCH_ONNX=0) on a busy machine
+  wants MOONSEARCH_INDEX_THREADS=1.
 
 Overrides, strongest first: an explicit `threads=` argument to `for_queries` / `for_indexing`;
 `set_threads(queries=..., indexing=...)` from Python; the environment (MOONSEARCH_QUERY_THREADS,
@@ -40,9 +46,8 @@ MAX_INDEXING_THREADS = 8   # past this the towers' small matrices stop scaling
 
 
 def default_threads(mode: str) -> int:
-    """Queries: 1. Indexing: every core but one, which is left to image decoding and writing
-    (1 on a 2-core machine, where that measured best)."""
-    return 1 if mode == QUERY else max(1, min(MAX_INDEXING_THREADS, usable_cores() - 1))
+    """Queries: 1. Indexing: one per core, at most MAX_INDEXING_THREADS (see the module docstring)."""
+    return 1 if mode == QUERY else max(1, min(MAX_INDEXING_THREADS, usable_cores()))
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ def clean(monkeypatch):
     faiss.omp_set_num_threads(before)
 
 
-def test_defaults_one_thread_for_queries_and_a_core_left_to_decoding_when_indexing(monkeypatch):
+def test_defaults_one_thread_for_queries_and_one_per_core_when_indexing(monkeypatch):
     assert threads.resolve(threads.QUERY) == threads.Policy(threads.QUERY, 1, 0, "default")
-    for cores, expected in ((1, 1), (2, 1), (4, 3), (64, threads.MAX_INDEXING_THREADS)):
+    for cores, expected in ((1, 1), (2, 2), (4, 4), (64, threads.MAX_INDEXING_THREADS)):
         monkeypatch.setattr(threads, "usable_cores", lambda: cores)
         indexing = threads.resolve(threads.INDEXING)
         assert (indexing.threads, indexing.source) == (expected, "default") and indexing.decode_workers >= 1

@@ -248,7 +248,8 @@ def run_pipeline(encoder, catalog: Path, workdir: Path, batch_size: int, threads
 
 def run_torch(args, n: int) -> dict:
     """Today's torch path: the serial loop with MOONSEARCH_ONNX=0, in its own process, since the
-    encoder chooses its runtime when it loads."""
+    encoder chooses its runtime when it loads; at --torch-threads (1: torch's best on this busy
+    machine, so the speedup is not inflated by oversubscribed torch threads)."""
     import os
     import subprocess
 
@@ -256,10 +257,10 @@ def run_torch(args, n: int) -> dict:
         out = Path(tmp) / "torch.json"
         argv = [sys.executable, str(Path(__file__).resolve()), "--parts", "serial", "--products", str(n),
                 "--data", str(args.data), "--batch-size", str(args.batch_size), "--encoder", args.encoder,
-                "--no-machine", "--json", str(out)] + (["--threads", str(args.threads)] if args.threads else [])
+                "--no-machine", "--json", str(out), "--threads", str(args.torch_threads)]
         subprocess.run(argv, check=True, env={**os.environ, "MOONSEARCH_ONNX": "0"}, stdout=subprocess.DEVNULL)
         result = json.loads(out.read_text())["results"]["serial"]
-    result["note"] = "MOONSEARCH_ONNX=0 (torch towers), " + result["note"]
+    result["note"] = f"MOONSEARCH_ONNX=0 (torch towers), {args.torch_threads} thread(s), " + result["note"]
     return result
 
 
@@ -434,6 +435,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--encoder", default="default")
     parser.add_argument("--threads", type=int,
                         help="intra-op threads for every runtime [moonsearch's indexing thread policy]")
+    parser.add_argument("--torch-threads", type=int, default=1, help="threads of the torch path (t) [1]")
     parser.add_argument("--parts", default=",".join(DEFAULT_PARTS),
                         help=f"comma-separated subset of {','.join(PARTS)} [{','.join(DEFAULT_PARTS)}]")
     parser.add_argument("--quick", action="store_true", help=f"tiny scale ({QUICK_PRODUCTS} products): a smoke run")

@@ -73,17 +73,19 @@ def plan(args, raw: Path) -> list[tuple[str, list[str], bool]]:
         indexing += ["--threads", str(args.threads)]
     if args.vitb32:
         indexing += ["--parts", "pipeline,serial,torch,bare,vitb32"]
-    steps.append(("Indexing throughput", indexing, True))
-    if not args.no_faiss_scale:
+    if "indexing" in args.steps:
+        steps.append(("Indexing throughput", indexing, True))
+    if not args.no_faiss_scale and "faiss" in args.steps:
         faiss = [rel(HERE / "faiss_scale.py"), "--no-machine"]
         faiss += ["--quick"] if args.quick else ["--vectors", str(args.vectors), "--queries", str(args.queries)]
         if args.dim:
             faiss += ["--dim", str(args.dim)]
         steps.append(("FAISS at scale", faiss, True))
-    if args.index is not None:
+    if args.index is not None and "latency" in args.steps:
         latency = [rel(HERE / "query_latency.py"), "--index", rel(args.index), "--json", str(raw / "latency.json")]
         latency += ["--repeat", "3", "--cold-repeat", "1"] if args.quick else []
         steps.append(("Query latency", latency, False))
+    if args.index is not None and "peers" in args.steps:
         peers = [rel(HERE / "peers.py"), "--index", rel(args.index), "--json", str(raw / "peers.json")]
         peers += ["--repeat", "2"] if args.quick else []
         steps.append(("Search parts beside embedded peers", peers, True))
@@ -138,6 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every benchmark (torch and FAISS) "
                         "[one per core]; 1 is steadier while other jobs load the machine")
     parser.add_argument("--quick", action="store_true", help="tiny scale everywhere: a smoke run")
+    parser.add_argument("--latency-out", type=Path, help="[latency.json beside --out; latency-quick.json with --quick]")
+    parser.add_argument("--steps", default="indexing,faiss,latency,peers",
+                        help="which steps to run [indexing,faiss,latency,peers]; with --raw, latency.json also "
+                        "takes the JSON an earlier run left there for the steps not run now")
+    parser.add_argument("--raw", type=Path, help="folder for the scripts' raw JSON [a new temp folder]")
     parser.add_argument("--no-faiss-scale", action="store_true", help="leave out faiss_scale.py (15-30 min at 1M)")
     parser.add_argument("--vitb32", action="store_true", help="also time the ViT-B-32 pipeline (7+ min)")
     parser.add_argument("--out", type=Path, help="[benchmarks/results/speed.md, or speed-quick.md with --quick]")
@@ -158,7 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     machine = machine_block("Machine (at start)")
     print(machine)
     sections, failed = [], []
-    raw = Path(tempfile.mkdtemp(prefix="moonsearch-speed-"))
+    args.steps = {p.strip() for p in args.steps.split(",") if p.strip()}
+    raw = args.raw or Path(tempfile.mkdtemp(prefix="moonsearch-speed-"))
+    raw.mkdir(parents=True, exist_ok=True)
     for title, step, is_markdown in plan(args, raw):
         code, stdout, seconds = run(title, step)
         body = stdout.strip() if is_markdown else f"```\n{stdout.rstrip()}\n```"
@@ -186,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.index is not None:
         record = latency_record(raw)
-        target = out.with_name("latency-quick.json" if args.quick else "latency.json")
+        target = args.latency_out or out.with_name("latency-quick.json" if args.quick else "latency.json")
         target.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {rel(target)}", file=sys.stderr)
         sections.insert(0, "## Issue 17 targets (latency.json)\n\n```json\n" + json.dumps(
