@@ -232,8 +232,8 @@ def _read_chunks(catalog, batch_size: int, chunk_batches: int, workers: int) -> 
 
 class _Prefetch:
     """Reads and decodes the next chunk in a background thread while the caller encodes the
-    current one. PIL and the catalog reader release the GIL for most of their work, so on a
-    2-core machine decoding runs beside the encoder instead of before it. At most one chunk
+    current one. PIL releases the GIL while it decodes, and the encoder's runtimes while they
+    compute, so decoding runs beside the encoder instead of before it. At most one chunk
     waits in the queue; an error in the reader reaches the caller at the chunk it stopped."""
 
     _DONE = object()
@@ -323,9 +323,11 @@ def build_index(
         raise MoonsearchError(f"{catalog.path} has no valid products ({len(scan.skips)} rows skipped)")
     kind = faiss_vectors.resolve_index_type(index_type, scan.products)
     placement = placement_for(device, kind)
-    if isinstance(encoder, str):
-        encoder = load_encoder(encoder, device=placement.encoder)
+    # The policy is in force before the encoder loads: its runtime sessions take their thread
+    # counts when they are made (an encoder passed in keeps the ones it was made with).
     with thread_policy.using(thread_policy.resolve(thread_policy.INDEXING, threads)) as policy:
+        if isinstance(encoder, str):
+            encoder = load_encoder(encoder, device=placement.encoder)
         summary = _build(catalog, scan, out, encoder, kind, placement, batch_size, fail_after_batches,
                          policy, overlap, sort_by_length)
     summary.seconds = time.time() - started
