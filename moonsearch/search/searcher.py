@@ -1,7 +1,10 @@
 """The query layer: text, image, or text+image in; ranked products out, optionally filtered.
 
-Filters are resolved to allowed rows in DuckDB first, then handed to FAISS, so a filtered
-query returns k hits whenever k products match instead of post-filtering a short list.
+Filters are resolved to allowed product keys by the record store first, then handed to the
+vector store, so a filtered query returns k hits whenever k products match instead of
+post-filtering a short list. Both stores are reached through moonsearch.store.interface; the
+manifest names the backend. An opened index reads the state its manifest pointed to at open
+(a snapshot), whatever writes happen after.
 Hybrid ranking adds BM25 over the product text and fuses the two rankings by reciprocal rank;
 it is the default for text-only product queries because it ranked shopper queries and exact
 titles better on held-out products (benchmarks/results/hybrid-val.md).
@@ -20,13 +23,13 @@ from moonsearch.catalog import ImageError, load_image
 from moonsearch.encoder.base import VIEWS, Encoder
 from moonsearch.encoder.registry import load_encoder
 from moonsearch.errors import IndexFormatError, MoonsearchError
-from moonsearch.index import vectors as faiss_vectors
+from moonsearch.index.backend import check_backend, open_records, open_vectors
 from moonsearch.index.builder import EXTRA_MAP_FILE, EXTRA_VIEWS, SKIPS_FILE, extra_view_file, view_file
 from moonsearch.index.device import placement_for
 from moonsearch.search.fusion import reciprocal_rank_fusion
 from moonsearch.store.filters import Filter, parse_filters
+from moonsearch.store.interface import RecordStore
 from moonsearch.store.manifest import Manifest
-from moonsearch.store.metadata import MetadataStore
 
 HYBRID_DEPTH = 100   # candidates each retriever hands to the fusion (k if larger)
 HYBRID, VECTORS = "hybrid", "vectors"
@@ -73,8 +76,9 @@ class Hit:
 
 @dataclass(frozen=True)
 class ExtraImages:
-    """Which products' further images the extra vectors hold (one FAISS file per view in
-    EXTRA_VIEWS): extra vector i is image `positions[i]` of product row `rows[i]`. `first` maps a
+    """Which products' further images the extra vectors hold (one vector store per view in
+    EXTRA_VIEWS): extra vector key i is image `positions[i]` of product row `rows[i]` (row -1: a
+    key no longer used, its product deleted or replaced). `first` maps a
     product row to the image position its product vectors used when that was not image 0 (image 0
     did not load). An index without EXTRA_MAP_FILE (one image per product, or built before
     multi-image products) has none of these."""
@@ -92,7 +96,8 @@ class ExtraImages:
         with np.load(path) as data:
             rows, positions = data["rows"], data["positions"]
             first = dict(zip(data["first_rows"].tolist(), data["first_positions"].tolist()))
-        most = int(np.bincount(rows).max()) if len(rows) else 0
+        used = rows[rows >= 0]
+        most = int(np.bincount(used).max()) if len(used) else 0
         return cls(rows=rows, positions=positions, first=first, most_per_product=most)
 
 
@@ -110,9 +115,10 @@ def load_query_image(image: Image.Image | str | Path) -> Image.Image:
 class ProductIndex:
     """An index folder opened for search; the encoder loads on first use."""
 
-    def __init__(self, folder: Path, manifest: Manifest, store: MetadataStore, device: str = "auto",
+    def __init__(self, folder: Path, manifest: Manifest, store: RecordStore, device: str = "auto",
                  encoder: Encoder | None = None):
         self.folder = folder
+        self.data = manifest.data_folder(folder)   # this state's files, fixed at open
         self.manifest = manifest
         self.store = store
         self.device = device
@@ -126,18 +132,21 @@ class ProductIndex:
     @classmethod
     def open(cls, folder: Path | str, device: str = "auto", encoder: Encoder | None = None) -> "ProductIndex":
         folder = Path(folder)
-        manifest = Manifest.read(folder)
+        manifest = Manifest.read(folder)   # read once: the state this index serves
+        check_backend(manifest.backend, folder)
+        data = manifest.data_folder(folder)
         for view in manifest.views:
-            if not (folder / view_file(view)).exists():
+            if not (data / view_file(view)).exists():
                 raise IndexFormatError(f"{folder} is incomplete: {view_file(view)} is missing")
-        extras = ExtraImages.load(folder)
+        extras = ExtraImages.load(data)
         if manifest.counts.get("extra_images") and extras is None:
             raise IndexFormatError(f"{folder} is incomplete: {EXTRA_MAP_FILE} is missing")
-        if extras is not None and len(extras.rows):
+        if extras is not None and (extras.rows >= 0).any():
             for view in EXTRA_VIEWS:
-                if not (folder / extra_view_file(view)).exists():
+                if not (data / extra_view_file(view)).exists():
                     raise IndexFormatError(f"{folder} is incomplete: {extra_view_file(view)} is missing")
-        index = cls(folder, manifest, MetadataStore(folder), device=device, encoder=encoder)
+        store = open_records(data, manifest.backend)
+        index = cls(folder, manifest, store, device=device, encoder=encoder)
         index._extras = extras
         if encoder is not None:
             manifest.check_encoder(encoder.encoder_id, folder)
@@ -157,12 +166,12 @@ class ProductIndex:
         if view not in VIEWS:
             raise MoonsearchError(f"unknown view '{view}' (choose from {', '.join(VIEWS)})")
         if view not in self._views:
-            self._views[view] = faiss_vectors.load(self.folder / view_file(view))
+            self._views[view] = open_vectors(self.data, view_file(view), self.manifest.backend)
         return self._views[view]
 
     def _extra_view(self, view: str):
         if view not in self._extra_views:
-            self._extra_views[view] = faiss_vectors.load(self.folder / extra_view_file(view))
+            self._extra_views[view] = open_vectors(self.data, extra_view_file(view), self.manifest.backend)
         return self._extra_views[view]
 
     def _best_per_product(self, view: str, query: np.ndarray, depth: int, allowed: np.ndarray | None,
@@ -177,10 +186,10 @@ class ProductIndex:
         for score, row in zip(scores[0], rows[0]):
             if row >= 0:
                 best[int(row)] = (float(score), first.get(int(row), 0))
-        if extras is not None and len(extras.rows):
+        if extras is not None and extras.most_per_product:
             extra_allowed = None if allowed is None else np.flatnonzero(np.isin(extras.rows, allowed))
             extra_depth = depth * extras.most_per_product
-            extra_scores, extra_ids = faiss_vectors.search(self._extra_view(view), query, extra_depth, extra_allowed)
+            extra_scores, extra_ids = self._extra_view(view).search(query, extra_depth, extra_allowed)
             for score, extra in zip(extra_scores[0], extra_ids[0]):
                 if extra < 0:
                     continue
@@ -245,7 +254,7 @@ class ProductIndex:
         allowed = self.allowed_rows(filters, view)
         query = self.embed_query(text, image)
         depth = max(k, HYBRID_DEPTH) if ranking.hybrid else k
-        scores, rows = faiss_vectors.search(index, query, depth, allowed)
+        scores, rows = index.search(query, depth, allowed)
         matched: dict[int, int] = {}   # product row -> position of the image that matched
         if image is not None and view in EXTRA_VIEWS:
             pairs, matched = self._best_per_product(view, query, depth, allowed, scores, rows)
@@ -269,7 +278,7 @@ class ProductIndex:
         return hits
 
     def info(self) -> dict:
-        skipped = self.folder / SKIPS_FILE
+        skipped = self.data / SKIPS_FILE
         return {
             "path": str(self.folder), "manifest": self.manifest.__dict__,
             "filterable_fields": self.store.attribute_keys(),

@@ -28,6 +28,11 @@ class Manifest:
     moonsearch_version: str
     display_fields: list[str] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
+    backend: str = "faiss+duckdb"   # which stores hold the vectors and records (moonsearch.index.backend)
+    # The snapshot folder inside the index folder that holds this state's files; None: the files
+    # sit in the index folder itself (a fresh build, or an index built before live writes).
+    snapshot: str | None = None
+    generation: int = 0             # how many writes made this state (0: a build)
 
     def write(self, folder: Path) -> None:
         tmp = Path(folder) / (MANIFEST_FILE + ".tmp")
@@ -56,6 +61,10 @@ class Manifest:
             return cls(**data)
         except TypeError as exc:
             raise IndexFormatError(f"{path} is not a valid manifest: {exc}") from None
+
+    def data_folder(self, folder: Path) -> Path:
+        """Where this state's files are."""
+        return Path(folder) / self.snapshot if self.snapshot else Path(folder)
 
     def check_encoder(self, encoder_id: str, folder: Path) -> None:
         if self.encoder.get("id") != encoder_id:

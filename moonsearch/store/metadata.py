@@ -1,5 +1,9 @@
 """Product metadata in DuckDB: what each vector row is, and the attributes filters run on.
 
+`row` is the product's stable key, shared with the vector stores; MetadataStore is the
+RecordStore of the faiss+duckdb backend (moonsearch.store.interface), read-only for queries and
+writable on a snapshot's own copy of the file for index writes (moonsearch.index.live).
+
 Attributes are stored long-form (row, key, value) with nested keys flattened as
 `attributes.Pattern`, so any catalog's columns are filterable without a schema per catalog, and
 filter keys travel as bound parameters, never as SQL identifiers.
@@ -20,6 +24,7 @@ import pyarrow as pa
 from moonsearch.errors import IndexFormatError, MoonsearchError
 from moonsearch.store.attribute_index import AttributeIndex, load_attribute_index
 from moonsearch.store.filters import Filter
+from moonsearch.store.interface import RecordStore
 from moonsearch.store.keywords import KEYWORD_SCHEMA, create_keyword_index, has_keyword_index, keyword_search, load_fts
 from moonsearch.store.postings import KeywordIndexMismatch, Postings, load_postings
 from moonsearch.store.records import COLUMNS, RecordTable, load_records, record
@@ -35,7 +40,10 @@ CREATE TABLE products (
 CREATE TABLE attributes (
     row INTEGER NOT NULL, key VARCHAR NOT NULL, value VARCHAR, value_lower VARCHAR, value_num DOUBLE
 );
+CREATE TABLE hashes (row INTEGER PRIMARY KEY, hash VARCHAR NOT NULL);
 """
+# What `update` compares to find unchanged products; indexes built before it have no such table.
+HASHES_TABLE = "CREATE TABLE IF NOT EXISTS hashes (row INTEGER PRIMARY KEY, hash VARCHAR NOT NULL)"
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class ProductRow:
     attributes: Mapping[str, Any]
     source: str
     text: str = ""              # what the encoder read (title + attributes): the keyword index's text
+    content_hash: str = ""      # of the record and its image bytes: `update` re-encodes a product when it changes
 
 
 def _as_number(value: Any) -> float | None:
@@ -83,6 +92,40 @@ def flatten_attributes(attributes: Mapping[str, Any], prefix: str = "") -> Itera
             yield name, value
 
 
+def insert_rows(con, rows: Sequence[ProductRow]) -> None:
+    """Products, their attribute values and content hashes in one batch of inserts."""
+    if not rows:
+        return
+    products = pa.table({
+        "row": [r.row for r in rows], "id": [r.id for r in rows], "title": [r.title for r in rows],
+        "description": [r.description for r in rows], "images": [list(map(str, r.images)) for r in rows],
+        "has_image": [r.has_image for r in rows],
+        "attributes": [json.dumps(r.attributes, default=str, ensure_ascii=False) for r in rows],
+        "source": [r.source for r in rows], "text": [r.text for r in rows],
+    })
+    pairs = [(r.row, k, v) for r in rows for k, v in flatten_attributes(r.attributes)]
+    attributes = pa.table({
+        "row": pa.array([p[0] for p in pairs], pa.int32()),
+        "key": pa.array([p[1] for p in pairs], pa.string()),
+        "value": pa.array([_as_text(p[2]) for p in pairs], pa.string()),
+        "value_lower": pa.array([_as_text(p[2]).lower() for p in pairs], pa.string()),
+        "value_num": pa.array([_as_number(p[2]) for p in pairs], pa.float64()),
+    })
+    hashed = [r for r in rows if r.content_hash]
+    hashes = pa.table({"row": pa.array([r.row for r in hashed], pa.int32()),
+                       "hash": pa.array([r.content_hash for r in hashed], pa.string())})
+    con.register("batch_products", products)
+    con.register("batch_attributes", attributes)
+    con.register("batch_hashes", hashes)
+    con.execute("INSERT INTO products SELECT row, id, title, description, images, has_image, "
+                "attributes::JSON, source, text FROM batch_products")
+    con.execute("INSERT INTO attributes SELECT * FROM batch_attributes")
+    if hashed:
+        con.execute("INSERT INTO hashes SELECT * FROM batch_hashes")
+    for name in ("batch_products", "batch_attributes", "batch_hashes"):
+        con.unregister(name)
+
+
 class MetadataWriter:
     """Appends products batch by batch into a new DuckDB file."""
 
@@ -92,31 +135,7 @@ class MetadataWriter:
         self.con.execute(SCHEMA)
 
     def add(self, rows: Iterable[ProductRow]) -> None:
-        rows = list(rows)
-        if not rows:
-            return
-        products = pa.table({
-            "row": [r.row for r in rows], "id": [r.id for r in rows], "title": [r.title for r in rows],
-            "description": [r.description for r in rows], "images": [list(map(str, r.images)) for r in rows],
-            "has_image": [r.has_image for r in rows],
-            "attributes": [json.dumps(r.attributes, default=str, ensure_ascii=False) for r in rows],
-            "source": [r.source for r in rows], "text": [r.text for r in rows],
-        })
-        pairs = [(r.row, k, v) for r in rows for k, v in flatten_attributes(r.attributes)]
-        attributes = pa.table({
-            "row": pa.array([p[0] for p in pairs], pa.int32()),
-            "key": pa.array([p[1] for p in pairs], pa.string()),
-            "value": pa.array([_as_text(p[2]) for p in pairs], pa.string()),
-            "value_lower": pa.array([_as_text(p[2]).lower() for p in pairs], pa.string()),
-            "value_num": pa.array([_as_number(p[2]) for p in pairs], pa.float64()),
-        })
-        self.con.register("batch_products", products)
-        self.con.register("batch_attributes", attributes)
-        self.con.execute("INSERT INTO products SELECT row, id, title, description, images, has_image, "
-                         "attributes::JSON, source, text FROM batch_products")
-        self.con.execute("INSERT INTO attributes SELECT * FROM batch_attributes")
-        self.con.unregister("batch_products")
-        self.con.unregister("batch_attributes")
+        insert_rows(self.con, list(rows))
 
     def close(self) -> None:
         self.con.execute("CREATE INDEX attributes_key ON attributes (key)")
@@ -125,8 +144,8 @@ class MetadataWriter:
         self.con.close()
 
 
-class MetadataStore:
-    """Read side: product records by vector row, and filters turned into allowed rows.
+class MetadataStore(RecordStore):
+    """Product records by vector row, and filters turned into allowed rows.
 
     DuckDB is the store of record; searches are answered from memory. Filters load a key's
     values on its first use. Keyword postings and hit records take longer to read (0.5 and 0.75 s
@@ -138,11 +157,21 @@ class MetadataStore:
 
     memory_after = 1
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, writable: bool = False):
+        """Read-only unless `writable`: a write opens a snapshot's private copy of the file
+        (readers never share a file with a writer), changes it, and `close` commits it."""
         path = Path(folder) / DB_FILE
         if not path.exists():
             raise IndexFormatError(f"{folder} has no {DB_FILE}: not a moonsearch index")
-        self.con = duckdb.connect(str(path), read_only=True)
+        self.writable = writable
+        self._changed = False
+        try:
+            self.con = duckdb.connect(str(path), read_only=not writable)
+        except duckdb.Error as exc:
+            raise IndexFormatError(f"{path} cannot be opened ({str(exc).splitlines()[0]}): "
+                                   "rebuild the index with `moonsearch index`, or restore it") from None
+        if writable:
+            self.con.execute(HASHES_TABLE)
         self._keys: list[tuple[str, int]] | None = None
         self._fts_loaded = False
         self._attributes: AttributeIndex | None = None
@@ -180,6 +209,57 @@ class MetadataStore:
     def row_of(self, product_id: str) -> int | None:
         found = self.con.execute("SELECT row FROM products WHERE id = ?", [str(product_id)]).fetchone()
         return None if found is None else found[0]
+
+    def keys_of(self, product_ids: Sequence[str]) -> dict[str, int]:
+        found = self.con.execute("SELECT id, row FROM products WHERE id IN (SELECT unnest(?))",
+                                 [[str(i) for i in product_ids]]).fetchall()
+        return dict(found)
+
+    def content_hashes(self) -> dict[str, tuple[int, str]]:
+        has_table = self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'hashes'").fetchone()[0]
+        if not has_table:
+            return {i: (r, "") for i, r in self.con.execute("SELECT id, row FROM products").fetchall()}
+        found = self.con.execute("SELECT p.id, p.row, coalesce(h.hash, '') FROM products p "
+                                 "LEFT JOIN hashes h ON h.row = p.row").fetchall()
+        return {i: (r, h) for i, r, h in found}
+
+    def max_row(self) -> int:
+        """The largest key stored (-1 when empty): new products take keys after it."""
+        found = self.con.execute("SELECT max(row) FROM products").fetchone()[0]
+        return -1 if found is None else int(found)
+
+    def _forget(self) -> None:
+        """Drop everything read into memory: the next use reads the changed tables."""
+        self._keys = None
+        self._attributes = None
+        self._postings = None
+        self._records = None
+        self._uses = {"keywords": 0, "records": 0}
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise MoonsearchError("this store was opened read-only; writes go through the index writer")
+
+    def upsert(self, rows: Sequence[ProductRow]) -> None:
+        """Insert products; a product whose key or id is stored already is replaced."""
+        self._require_writable()
+        rows = list(rows)
+        if not rows:
+            return
+        keys = [int(r.row) for r in rows] + list(self.keys_of([r.id for r in rows]).values())
+        self.delete(keys)
+        insert_rows(self.con, rows)
+        self._changed = True
+
+    def delete(self, keys: Sequence[int]) -> None:
+        self._require_writable()
+        keys = sorted({int(k) for k in keys})
+        if not keys:
+            return
+        for table in ("attributes", "hashes", "products"):
+            self.con.execute(f"DELETE FROM {table} WHERE row IN (SELECT unnest(?))", [keys])
+        self._changed = True
+        self._forget()
 
     def rows_with_image(self) -> np.ndarray:
         return self._rows("SELECT row FROM products WHERE has_image", [])
@@ -253,4 +333,12 @@ class MetadataStore:
                                    "rebuild it with `moonsearch index` to search by keywords")
 
     def close(self) -> None:
+        """Close; a writable store that changed first rebuilds its keyword index (BM25 statistics
+        cover every product, so it is rebuilt whole, not patched) and checkpoints the file."""
+        if self.writable and self._changed:
+            load_fts(self.con)
+            self.con.execute("PRAGMA create_fts_index('products', 'row', 'text', stemmer='english', "
+                             "lower=1, overwrite=1)")
+            self.con.execute("CHECKPOINT")
+            self._changed = False
         self.con.close()

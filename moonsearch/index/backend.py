@@ -1,0 +1,45 @@
+"""The storage backends an index can name in its manifest, and how each opens its stores.
+
+`search/` and the writers ask here for a view's VectorStore and the RecordStore and use only
+those interfaces (moonsearch.store.interface); a manifest naming a backend this moonsearch does
+not have is refused in one line. Today there is one: FAISS files for vectors, DuckDB for records.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moonsearch.errors import IndexFormatError
+from moonsearch.store.interface import RecordStore, VectorStore
+
+FAISS_DUCKDB = "faiss+duckdb"
+BACKENDS = (FAISS_DUCKDB,)
+
+
+def check_backend(name: str, folder: Path) -> None:
+    if name not in BACKENDS:
+        raise IndexFormatError(f"{folder} is stored in backend '{name}', which this moonsearch does not have "
+                               f"({', '.join(BACKENDS)})")
+
+
+def open_vectors(folder: Path, file_name: str, backend: str = FAISS_DUCKDB) -> VectorStore:
+    """The vector store kept in `folder / file_name`."""
+    check_backend(backend, folder)
+    from moonsearch.index.vectors import FaissVectorStore
+
+    path = Path(folder) / file_name
+    if not path.exists():
+        raise IndexFormatError(f"{folder} is incomplete: {file_name} is missing (the index may have changed "
+                               "since it was opened: open it again)")
+    try:
+        return FaissVectorStore.open(path)
+    except RuntimeError as exc:
+        raise IndexFormatError(f"{path} cannot be read ({str(exc).strip().splitlines()[-1][:120]}): rebuild "
+                               "the index with `moonsearch index`, or restore it") from None
+
+
+def open_records(folder: Path, backend: str = FAISS_DUCKDB, writable: bool = False) -> RecordStore:
+    check_backend(backend, folder)
+    from moonsearch.store.metadata import MetadataStore
+
+    return MetadataStore(folder, writable=writable)
