@@ -27,6 +27,7 @@ from moonsearch.encoder.registry import load_encoder, weights_path
 from moonsearch.encoder.text import product_text
 from moonsearch.errors import MoonsearchError
 from moonsearch.index import vectors as faiss_vectors
+from moonsearch.index.vectors import FaissVectorStore
 from moonsearch.index.device import placement_for
 from moonsearch import threads as thread_policy
 from moonsearch.progress import progress_bar
@@ -157,9 +158,10 @@ class _ExtraImages:
         if self.rows:
             # exact search unless there are as many extras as `auto` takes ANN for
             extra_kind = kind if len(self.rows) >= faiss_vectors.EXACT_BELOW else "flat"
+            keys = np.arange(len(self.rows), dtype=np.int64)   # extra vector key = its slot in the map
             for view in EXTRA_VIEWS:
-                index = faiss_vectors.build(np.concatenate(self.chunks[view]), extra_kind, gpu=gpu)
-                faiss_vectors.save(index, folder / extra_view_file(view))
+                store = FaissVectorStore.create(np.concatenate(self.chunks[view]), keys, extra_kind, gpu=gpu)
+                store.save(folder / extra_view_file(view))
         if self.rows or self.first:
             first = np.array(self.first, np.int64).reshape(-1, 2)
             np.savez(folder / EXTRA_MAP_FILE, rows=np.array(self.rows, np.int64),
@@ -423,9 +425,10 @@ def _build(catalog, scan, out: Path, encoder: Encoder, kind: str, placement, bat
         summary.skipped = len(catalog.skips)
         summary.report = [{"kind": "skipped", "source": s.source, "id": s.product_id, "reason": s.reason}
                           for s in catalog.skips] + summary.report
+        keys = np.arange(summary.products, dtype=np.int64)   # each vector under its product's row
         for view in VIEWS:
-            index = faiss_vectors.build(buffers.stacked(view, encoder.dim), kind, gpu=placement.faiss_gpu)
-            faiss_vectors.save(index, staging / view_file(view))
+            store = FaissVectorStore.create(buffers.stacked(view, encoder.dim), keys, kind, gpu=placement.faiss_gpu)
+            store.save(staging / view_file(view))
         extras.save(staging, kind, placement.faiss_gpu)
         with open(staging / SKIPS_FILE, "w", encoding="utf-8") as handle:
             for entry in summary.report:

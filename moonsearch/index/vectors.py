@@ -237,7 +237,9 @@ class FaissVectorStore(VectorStore):
             return len(present)
         if isinstance(self.index, faiss.IndexIVF) and self.index.direct_map.type != faiss.DirectMap.Hashtable:
             self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        return int(self.index.remove_ids(faiss.IDSelectorBatch(present)))
+        present = np.ascontiguousarray(present, np.int64)
+        # a hash-table direct map (IVF) removes only through an IDSelectorArray
+        return int(self.index.remove_ids(faiss.IDSelectorArray(len(present), faiss.swig_ptr(present))))
 
     def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None):
         return search(self.index, queries, k, allowed_ids)
