@@ -68,7 +68,7 @@ def plan(args, raw: Path) -> list[tuple[str, list[str], bool]]:
     data = [] if args.data is None else ["--data", rel(args.data)]
     steps = []
     indexing = [rel(HERE / "indexing_throughput.py"), *data, "--no-machine", "--json", str(raw / "indexing.json")]
-    indexing += ["--quick"] if args.quick else ["--products", str(args.products)]
+    indexing += ["--quick"] if args.quick else ["--products", str(args.products), "--rounds", str(args.rounds)]
     if args.threads:
         indexing += ["--threads", str(args.threads)]
     if args.vitb32:
@@ -112,9 +112,6 @@ def latency_record(raw: Path) -> dict:
                   "lancedb_p50_ms": {c: v["p50_ms"] for c, v in
                                      peers.get("peers", {}).get("lancedb", {}).get("cases", {}).items()},
                   "moonsearch_p50_ms": {c: v["p50_ms"] for c, v in peers.get("moonsearch", {}).items()}},
-        "details": {"cold_runs_s": latency.get("cold_runs_s"), "all_p50_ms": latency.get("p50_ms"),
-                    "indexing": indexing.get("indexing"), "indexing_threads": indexing.get("threads"),
-                    "peers_load_average": peers.get("load_average"), "products": latency.get("products")},
     }
     return record
 
@@ -141,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
                         "[one per core]; 1 is steadier while other jobs load the machine")
     parser.add_argument("--quick", action="store_true", help="tiny scale everywhere: a smoke run")
     parser.add_argument("--latency-out", type=Path, help="[latency.json beside --out; latency-quick.json with --quick]")
+    parser.add_argument("--rounds", type=int, default=2, help="indexing_throughput.py --rounds [2]")
     parser.add_argument("--steps", default="indexing,faiss,latency,peers",
                         help="which steps to run [indexing,faiss,latency,peers]; with --raw, latency.json also "
                         "takes the JSON an earlier run left there for the steps not run now")
@@ -198,8 +196,8 @@ def main(argv: list[str] | None = None) -> None:
         target = args.latency_out or out.with_name("latency-quick.json" if args.quick else "latency.json")
         target.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {rel(target)}", file=sys.stderr)
-        sections.insert(0, "## Issue 17 targets (latency.json)\n\n```json\n" + json.dumps(
-            {k: v for k, v in record.items() if k != "details"}, indent=2) + "\n```\n")
+        sections.insert(0, "## Issue 17 targets (latency.json)\n\n```json\n" + json.dumps(record, indent=2)
+                        + "\n```\n")
     out.write_text("\n".join(header) + "\n" + "\n".join(sections))
     print(f"wrote {rel(out)}", file=sys.stderr)
     if failed:
