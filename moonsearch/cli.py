@@ -1,4 +1,4 @@
-"""The `moonsearch` command: index, query, explain, info, train, eval.
+"""The `moonsearch` command: index, add, update, delete, query, explain, info, train, eval.
 
 Every subcommand is a thin shell over the Python API. Errors the user can fix are printed as
 one clear line (exit code 2), never as a traceback.
@@ -75,6 +75,66 @@ def index(
             console.print(f"  {entry['kind']}: {entry['source']} {entry['id'] or ''} - {entry['reason']}")
         if len(summary.report) > 5:
             console.print(f"  ... {len(summary.report) - 5} more")
+
+
+def _write_report(verb: str, folder: Path, summary) -> None:
+    console.print(f"[bold green]{verb}[/] {folder}: {summary.added} added, {summary.replaced} replaced, "
+                  f"{summary.unchanged} unchanged, {summary.deleted} deleted ({summary.encoded} encoded"
+                  + (f", {summary.skipped} rows skipped" if summary.skipped else "")
+                  + f") in {summary.seconds:.1f}s; now state {summary.generation}")
+    for entry in summary.report[:5]:
+        console.print(f"  {entry['kind']}: {entry.get('id') or ''} {entry.get('reason', '')}".rstrip())
+    if len(summary.report) > 5:
+        console.print(f"  ... {len(summary.report) - 5} more")
+
+
+@app.command()
+def add(
+    catalog: Path = typer.Argument(..., help="Catalog folder or file whose products are added (or replace those with the same id)."),
+    index_path: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: the only one in ./indexes]."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (the encoder)."),
+):
+    """Add a catalog's products to an index, replacing products with the same id (re-encoded)."""
+    from moonsearch.index.live import open_writer
+
+    folder = index_path or default_index()
+    with open_writer(folder, device=device) as writer:
+        summary = writer.add_catalog(catalog)
+    _write_report("added to", folder, summary)
+
+
+@app.command()
+def update(
+    catalog: Path = typer.Argument(..., help="The catalog the index should hold from now on."),
+    index_path: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: the only one in ./indexes]."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (the encoder)."),
+):
+    """Make an index match a catalog: new and changed products encoded, unchanged ones kept
+    (same content hash of record and image bytes), products the catalog lacks removed."""
+    from moonsearch.index.live import open_writer
+
+    folder = index_path or default_index()
+    with open_writer(folder, device=device) as writer:
+        summary = writer.update(catalog)
+    _write_report("updated", folder, summary)
+
+
+@app.command()
+def delete(
+    ids: List[str] = typer.Argument(None, metavar="[ID]...", help="Product ids to remove."),
+    filters: List[str] = typer.Option([], "--filter", help="Remove every product matching all these filters (as in `query`)."),
+    index_path: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: the only one in ./indexes]."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (the encoder is checked against the index)."),
+):
+    """Remove products from an index by id or by filter."""
+    from moonsearch.index.live import open_writer
+
+    if not ids and not filters:
+        raise MoonsearchError("delete needs product ids or --filter (e.g. `moonsearch delete S0001` or --filter brand=Lumora)")
+    folder = index_path or default_index()
+    with open_writer(folder, device=device) as writer:
+        summary = writer.delete(ids or (), filters)
+    _write_report("deleted from", folder, summary)
 
 
 def _hits_table(hits, display_fields: list[str]) -> Table:

@@ -22,6 +22,7 @@ import numpy as np
 
 import moonsearch
 from moonsearch.catalog import ImageError, Product, load_image, open_catalog
+from moonsearch.catalog.content import product_hash
 from moonsearch.encoder.base import VIEWS, Encoder
 from moonsearch.encoder.registry import load_encoder, weights_path
 from moonsearch.encoder.text import product_text
@@ -394,7 +395,8 @@ def _build(catalog, scan, out: Path, encoder: Encoder, kind: str, placement, bat
                 rows.append(ProductRow(
                     row=summary.products, id=product.id, title=product.title, description=product.description,
                     images=[str(p) for p in product.images], has_image=image is not None,
-                    attributes=product.attributes, source=product.source, text=text))
+                    attributes=product.attributes, source=product.source, text=text,
+                    content_hash=product_hash(product)))
                 summary.products += 1
             writer.add(rows)
             for start in range(0, len(further), batch_size):   # batch_size images decoded at a time

@@ -217,9 +217,9 @@ class FaissVectorStore(VectorStore):
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, np.int64)
-        vectors = np.ascontiguousarray(vectors, np.float32)
         if len(ids) == 0:
             return
+        vectors = np.ascontiguousarray(vectors, np.float32)
         if self._positional:
             self.index = self._rebuilt(self.ids(), ids, vectors)
             return

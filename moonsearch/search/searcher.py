@@ -286,5 +286,35 @@ class ProductIndex:
             "skip_report": str(skipped) if skipped.exists() else None,
         }
 
+    # -- writes (moonsearch.index.live): each commits one snapshot, then this index reads it --
+
+    def writer(self):
+        """An IndexWriter on this index, with its encoder (use it in a `with` block); it holds
+        the write lock until closed. Call `refresh` to read what it wrote."""
+        from moonsearch.index.live import open_writer
+
+        return open_writer(self.folder, encoder=self.encoder, device=self.device)
+
+    def upsert(self, products, root: Path | str = "."):
+        """Insert or replace products (catalog Products, or records as a catalog holds them,
+        image paths relative to `root`); returns the WriteSummary."""
+        with self.writer() as writer:
+            summary = writer.upsert(products, root=root)
+        self.refresh()
+        return summary
+
+    def delete(self, ids: Sequence[str] = (), filters: Sequence[Filter | str] = ()):
+        """Remove products by id and/or filter; returns the WriteSummary."""
+        with self.writer() as writer:
+            summary = writer.delete(ids, filters)
+        self.refresh()
+        return summary
+
+    def refresh(self) -> None:
+        """Serve the index's current state (what the manifest names now)."""
+        fresh = ProductIndex.open(self.folder, device=self.device, encoder=self._encoder)
+        self.store.close()
+        self.__dict__.update({k: v for k, v in fresh.__dict__.items()})
+
     def close(self) -> None:
         self.store.close()

@@ -1,0 +1,474 @@
+"""Writes to a built index: upsert, delete and update products without a rebuild.
+
+Every write makes a new snapshot: a folder `snap-NNNNNN` inside the index folder holding the
+whole new state (vectors, records, keyword index, extra-image map, a copy of the manifest).
+Files the write does not change are hard links to the current state's; changed ones are
+written fresh (a hard-linked file is never written in place). The write commits by replacing
+`manifest.json`, whose `snapshot` names the state, with os.replace: one atomic step, so a reader
+(which reads the manifest once, at open) sees the whole old or the whole new state. A writer
+killed before that step leaves an unreferenced folder that the next write removes.
+
+Superseded snapshots stay for GRACE_SECONDS after they stop being current, so a reader that
+opened one just before a write can still load its files; the next write removes older ones.
+
+One writer at a time: `.NAME.lock` beside the index holds an flock and the writer's PID; a
+second writer is refused with that PID, and a lock whose process died is free again (the
+kernel drops the flock with the process), so there are no stale locks to clear by hand.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from moonsearch.catalog import ImageError, Product, load_image, open_catalog
+from moonsearch.catalog.content import product_hash
+from moonsearch.catalog.fields import RecordContext, build_product
+from moonsearch.catalog.models import Skip
+from moonsearch.encoder.base import VIEWS, Encoder
+from moonsearch.encoder.text import product_text
+from moonsearch.errors import MoonsearchError
+from moonsearch.index.backend import check_backend, open_records, open_vectors
+from moonsearch.index.builder import EXTRA_MAP_FILE, EXTRA_VIEWS, extra_view_file, view_file
+from moonsearch.index.vectors import FaissVectorStore
+from moonsearch.store.filters import Filter, parse_filters
+from moonsearch.store.manifest import MANIFEST_FILE, Manifest
+from moonsearch.store.metadata import DB_FILE, ProductRow
+
+SNAPSHOT_PREFIX = "snap-"
+GRACE_SECONDS = 60.0
+BATCH = 64
+
+
+def snapshot_name(generation: int) -> str:
+    return f"{SNAPSHOT_PREFIX}{generation:06d}"
+
+
+def lock_path(folder: Path) -> Path:
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.lock"
+
+
+class WriteLock:
+    """An exclusive, non-blocking flock on the index's lock file, with the holder's PID in it.
+
+    The file is removed on release (so no lock file is left beside an idle index); whoever
+    locked a file that was meanwhile removed sees another inode at the path and tries again."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.path = lock_path(self.folder)
+        self.handle = None
+
+    def acquire(self) -> "WriteLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "?"
+                handle.close()
+                raise MoonsearchError(f"index {self.folder} is being written by PID {holder}; "
+                                      "try again when it has finished") from None
+            try:
+                same = os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(str(os.getpid()))
+                handle.flush()
+                self.handle = handle
+                return self
+            handle.close()   # locked a file its holder had just removed: take the new one
+        raise MoonsearchError(f"cannot lock {self.path}")
+
+    def release(self) -> None:
+        if self.handle is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.handle.close()
+            self.handle = None
+
+    def __enter__(self) -> "WriteLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _generation_of(name: str) -> int | None:
+    suffix = name[len(SNAPSHOT_PREFIX):]
+    return int(suffix) if name.startswith(SNAPSHOT_PREFIX) and suffix.isdigit() else None
+
+
+def remove_old_snapshots(folder: Path, manifest: Manifest, grace: float = GRACE_SECONDS) -> None:
+    """Snapshot folders no reader can need: left by a killed write (newer than the current
+    one), or superseded more than `grace` seconds ago; the state before the current one stays
+    for `grace` seconds after the current one was made. Files of a build (generation 0, in the
+    index folder itself) go the same way. Called with the write lock held."""
+    folder = Path(folder)
+    current = manifest.generation
+    made: dict[int, float] = {}
+    for path in folder.iterdir():
+        generation = _generation_of(path.name)
+        if generation is not None and path.is_dir():
+            made[generation] = path.stat().st_mtime
+    now = time.time()
+    for generation in sorted(made):
+        if generation == current:
+            continue
+        successor = min((g for g in made if g > generation), default=None)
+        stale = generation > current or (successor is not None and successor <= current
+                                         and now - made[successor] > grace)
+        if stale:
+            shutil.rmtree(folder / snapshot_name(generation), ignore_errors=True)
+    if manifest.snapshot and made.get(min((g for g in made if g >= 1), default=-1), now) < now - grace:
+        for name in os.listdir(folder):   # the build's own files, superseded by the first write
+            path = folder / name
+            if name != MANIFEST_FILE and path.is_file() and not name.startswith("."):
+                path.unlink(missing_ok=True)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _save_vectors(store, path: Path) -> None:
+    """Into a fresh file: the path may be a hard link shared with the current state."""
+    tmp = path.with_name(path.name + ".tmp")
+    store.save(tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class WriteSummary:
+    """What one write did; `encoded` counts products whose vectors were computed."""
+    added: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    encoded: int = 0
+    skipped: int = 0
+    image_failures: int = 0
+    generation: int = 0
+    seconds: float = 0.0
+    report: list[dict] = field(default_factory=list)
+
+
+class _Extras:
+    """The extra-image map as arrays indexed by extra-vector key (row -1: key retired)."""
+
+    def __init__(self, data: Path):
+        path = data / EXTRA_MAP_FILE
+        if path.exists():
+            with np.load(path) as saved:
+                self.rows = saved["rows"].astype(np.int64)
+                self.positions = saved["positions"].astype(np.int64)
+                self.first = dict(zip(saved["first_rows"].tolist(), saved["first_positions"].tolist()))
+            self.existed = True
+        else:
+            self.rows = np.zeros(0, np.int64)
+            self.positions = np.zeros(0, np.int64)
+            self.first = {}
+            self.existed = False
+
+    def retire(self, product_rows: Sequence[int]) -> np.ndarray:
+        """Keys of these products' extra vectors, now retired."""
+        keys = np.flatnonzero(np.isin(self.rows, np.asarray(list(product_rows), np.int64)))
+        self.rows[keys] = -1
+        for row in product_rows:
+            self.first.pop(int(row), None)
+        return keys.astype(np.int64)
+
+    def append(self, rows: list[int], positions: list[int]) -> np.ndarray:
+        keys = np.arange(len(self.rows), len(self.rows) + len(rows), dtype=np.int64)
+        self.rows = np.concatenate([self.rows, np.asarray(rows, np.int64)])
+        self.positions = np.concatenate([self.positions, np.asarray(positions, np.int64)])
+        return keys
+
+    @property
+    def used(self) -> int:
+        return int((self.rows >= 0).sum())
+
+    def save(self, data: Path) -> None:
+        if not (self.existed or len(self.rows) or self.first):
+            return
+        first = np.array(sorted(self.first.items()), np.int64).reshape(-1, 2)
+        tmp = data / (EXTRA_MAP_FILE + ".tmp.npz")
+        np.savez(tmp, rows=self.rows, positions=self.positions, first_rows=first[:, 0], first_positions=first[:, 1])
+        os.replace(tmp, data / EXTRA_MAP_FILE)
+
+
+def products_from_records(records: Iterable[Product | Mapping], root: Path | str = ".") -> list[Product]:
+    """Products given as Product objects or as catalog records (dicts; image paths relative to
+    `root`); a record that is not a product is a one-line error naming why."""
+    ctx = RecordContext(root=Path(root))
+    products = []
+    for number, item in enumerate(records, 1):
+        if isinstance(item, Product):
+            products.append(item)
+            continue
+        built = build_product(item, f"record {number}", ctx)
+        if isinstance(built, Skip):
+            raise MoonsearchError(f"record {number} is not a product: {built.reason}")
+        products.append(built)
+    ids = [p.id for p in products]
+    if len(set(ids)) != len(ids):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise MoonsearchError(f"product id(s) given more than once: {', '.join(twice[:5])}")
+    return products
+
+
+class IndexWriter:
+    """Changes one index: `upsert`, `delete`, `update`, each committed as one snapshot.
+
+    Holds the write lock from open to close. The encoder must be the one that built the index
+    (checked as `query` checks it); it loads from the manifest when not given."""
+
+    def __init__(self, folder: Path | str, encoder: Encoder | str | None = None, device: str = "auto"):
+        self.folder = Path(folder)
+        self.lock = WriteLock(self.folder).acquire()
+        try:
+            manifest = Manifest.read(self.folder)
+            check_backend(manifest.backend, self.folder)
+            self.encoder = self._encoder(manifest, encoder, device)
+            remove_old_snapshots(self.folder, manifest)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _encoder(self, manifest: Manifest, encoder, device: str) -> Encoder:
+        from moonsearch.encoder.registry import load_encoder
+        from moonsearch.index.device import placement_for
+
+        if encoder is None or isinstance(encoder, str):
+            spec = manifest.encoder
+            name = encoder if isinstance(encoder, str) and encoder != "default" else spec["name"]
+            encoder = load_encoder(name, device=placement_for(device, "flat").encoder,
+                                   weights=spec.get("weights") if name == spec["name"] else None)
+        manifest.check_encoder(encoder.encoder_id, self.folder)
+        return encoder
+
+    def close(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> "IndexWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the three writes -------------------------------------------------------------------
+
+    def upsert(self, products: Iterable[Product | Mapping], root: Path | str = ".") -> WriteSummary:
+        """Insert products, replacing those whose id is already there (always re-encoded)."""
+        return self._write(products_from_records(products, root), delete_ids=(), only_changed=False)
+
+    def update(self, catalog_path: Path | str) -> WriteSummary:
+        """Make the index hold exactly the catalog's products: new and changed ones encoded
+        (changed: another content hash), unchanged ones left as they are, absent ones removed."""
+        catalog = open_catalog(catalog_path)
+        catalog.scan()   # duplicate ids and bad text fail here, before any encoding
+        products = list(catalog.products())
+        summary = self._write(products, delete_ids=None, only_changed=True)
+        summary.skipped = len(catalog.skips)
+        return summary
+
+    def add_catalog(self, catalog_path: Path | str) -> WriteSummary:
+        """`moonsearch add`: upsert every product of a catalog."""
+        catalog = open_catalog(catalog_path)
+        catalog.scan()
+        summary = self._write(list(catalog.products()), delete_ids=(), only_changed=False)
+        summary.skipped = len(catalog.skips)
+        return summary
+
+    def delete(self, ids: Sequence[str] = (), filters: Sequence[Filter | str] = ()) -> WriteSummary:
+        """Remove products by id and/or by filter (every product matching all filters)."""
+        if not ids and not filters:
+            raise MoonsearchError("delete needs product ids or --filter")
+        return self._write([], delete_ids=list(ids), only_changed=False, delete_filters=list(filters))
+
+    # -- one snapshot ---------------------------------------------------------------------
+
+    def _write(self, products: list[Product], delete_ids, only_changed: bool,
+               delete_filters: Sequence[Filter | str] = ()) -> WriteSummary:
+        started = time.time()
+        manifest = Manifest.read(self.folder)   # the state this write starts from (we hold the lock)
+        current = manifest.data_folder(self.folder)
+        generation = manifest.generation + 1
+        snapshot = self.folder / snapshot_name(generation)
+        shutil.rmtree(snapshot, ignore_errors=True)
+        snapshot.mkdir()
+        try:
+            summary = self._fill(manifest, current, snapshot, products, delete_ids, only_changed, delete_filters)
+        except BaseException:
+            shutil.rmtree(snapshot, ignore_errors=True)
+            raise
+        summary.generation = generation
+        summary.seconds = time.time() - started
+        return summary
+
+    def _fill(self, manifest: Manifest, current: Path, snapshot: Path, products: list[Product], delete_ids,
+              only_changed: bool, delete_filters) -> WriteSummary:
+        for name in os.listdir(current):
+            source = current / name
+            if name == MANIFEST_FILE or not source.is_file() or name.startswith("."):
+                continue
+            if name == DB_FILE:
+                shutil.copy2(source, snapshot / name)   # DuckDB writes its file in place: a copy of its own
+            else:
+                _link_or_copy(source, snapshot / name)
+        records = open_records(snapshot, manifest.backend, writable=True)
+        try:
+            summary, counts = self._apply(manifest, records, snapshot, products, delete_ids, only_changed,
+                                          delete_filters)
+        finally:
+            records.close()   # rebuilds the keyword index and checkpoints when anything changed
+        committed = replace(manifest, counts=counts, snapshot=snapshot.name, generation=manifest.generation + 1)
+        committed.write(snapshot)        # the snapshot's own record of what it is
+        committed.write(self.folder)     # the commit: one os.replace of the manifest
+        return summary
+
+    def _apply(self, manifest: Manifest, records, snapshot: Path, products: list[Product], delete_ids,
+               only_changed: bool, delete_filters):
+        summary = WriteSummary()
+        stored = records.content_hashes()    # id -> (key, hash)
+        # Which products go: named ids, filter matches, or (update) those the catalog lacks.
+        gone: set[int] = set()
+        if delete_ids is None:
+            wanted = {p.id for p in products}
+            gone = {key for pid, (key, _) in stored.items() if pid not in wanted}
+        elif delete_ids:
+            found = records.keys_of([str(i) for i in delete_ids])
+            missing = [str(i) for i in delete_ids if str(i) not in found]
+            if missing and not found and not delete_filters:
+                raise MoonsearchError(f"no product with id {', '.join(missing[:5])} in {self.folder}")
+            summary.report += [{"kind": "not_found", "id": i} for i in missing]
+            gone |= set(found.values())
+        if delete_filters:
+            parsed = [f if isinstance(f, Filter) else parse_filters([f])[0] for f in delete_filters]
+            gone |= set(records.allowed_rows(parsed).tolist())
+        # Which products are (re-)encoded, under which key.
+        next_key = max(records.max_row(), max(gone, default=-1)) + 1
+        todo: list[tuple[Product, int, str]] = []
+        for product in products:
+            digest = product_hash(product)
+            key, old = stored.get(product.id, (None, None))
+            if key is not None and only_changed and old == digest:
+                summary.unchanged += 1
+                continue
+            if key is None:
+                key, next_key = next_key, next_key + 1
+                summary.added += 1
+            else:
+                summary.replaced += 1
+            todo.append((product, key, digest))
+        summary.deleted = len(gone)
+        touched = sorted(gone | {key for _, key, _ in todo})
+
+        extras = _Extras(snapshot)
+        retired = extras.retire(touched)
+        rows, views, further, failures = self._encode(todo, summary)
+        summary.encoded = len(rows)
+        new_keys = np.array([r.row for r in rows], np.int64)
+        for view in manifest.views:
+            store = open_vectors(snapshot, view_file(view), manifest.backend)
+            store.remove(np.asarray(touched, np.int64))
+            if len(rows):
+                store.add(new_keys, views[view])
+            _save_vectors(store, snapshot / view_file(view))
+        self._write_extras(manifest, snapshot, extras, retired, further)
+        records.delete(touched)
+        records.upsert(rows)
+        for product_row, position in failures:
+            extras.first[product_row] = position
+        extras.save(snapshot)
+        summary.image_failures = sum(1 for entry in summary.report if entry.get("kind") == "image")
+        with_image = len(records.rows_with_image())
+        products_now = records.count()
+        counts = dict(manifest.counts)
+        counts.update(products=products_now, with_image=with_image, text_only=products_now - with_image,
+                      extra_images=extras.used, images=with_image + extras.used,
+                      image_failures=counts.get("image_failures", 0) + summary.image_failures)
+        return summary, counts
+
+    def _write_extras(self, manifest, snapshot: Path, extras: _Extras, retired: np.ndarray, further) -> None:
+        """Retire the touched products' extra vectors and add the new ones (a map file and its
+        stores appear with the first product that has several images)."""
+        if not len(retired) and not further["rows"]:
+            return
+        keys = extras.append(further["rows"], further["positions"]) if further["rows"] else np.zeros(0, np.int64)
+        for view in EXTRA_VIEWS:
+            path = snapshot / extra_view_file(view)
+            if path.exists():
+                store = open_vectors(snapshot, extra_view_file(view), manifest.backend)
+                store.remove(retired)
+                store.add(keys, np.concatenate(further[view]) if further["rows"] else None)
+            elif further["rows"]:
+                store = FaissVectorStore.create(np.concatenate(further[view]), keys, "flat")
+            else:
+                continue
+            _save_vectors(store, path)
+
+    def _encode(self, todo, summary: WriteSummary):
+        """ProductRows and the three views' vectors of the products to (re-)encode, in batches;
+        and the vectors of their further images, as a build makes them."""
+        from moonsearch.index.builder import _first_loadable, _image_failure
+
+        rows: list[ProductRow] = []
+        chunks = {view: [] for view in VIEWS}
+        further = {"rows": [], "positions": [], **{view: [] for view in EXTRA_VIEWS}}
+        first_failures: list[tuple[int, int]] = []
+        for start in range(0, len(todo), BATCH):
+            batch = todo[start:start + BATCH]
+            texts = [product_text(p.title, p.attributes) for p, _, _ in batch]
+            loaded = [_first_loadable(p.images) for p, _, _ in batch]
+            views = self.encoder.encode_views(texts, [image for _, image, _ in loaded])
+            for view in VIEWS:
+                chunks[view].append(np.asarray(views[view], np.float32))
+            more = []
+            for (product, key, digest), text, (position, image, failures) in zip(batch, texts, loaded):
+                summary.report += [_image_failure(product, p, exc) for p, exc in failures]
+                if image is not None:
+                    if position:
+                        first_failures.append((key, position))
+                    more += [(key, text, product, p) for p in range(position + 1, len(product.images))]
+                rows.append(ProductRow(row=key, id=product.id, title=product.title, description=product.description,
+                                       images=[str(p) for p in product.images], has_image=image is not None,
+                                       attributes=product.attributes, source=product.source, text=text,
+                                       content_hash=digest))
+            done = []
+            for key, text, product, position in more:
+                try:
+                    done.append((key, text, position, load_image(product.images[position])))
+                except ImageError as exc:
+                    summary.report.append(_image_failure(product, position, exc))
+            if done:
+                extra = self.encoder.encode_views([d[1] for d in done], [d[3] for d in done])
+                for view in EXTRA_VIEWS:
+                    further[view].append(np.asarray(extra[view], np.float32))
+                further["rows"] += [d[0] for d in done]
+                further["positions"] += [d[2] for d in done]
+        views = {view: np.concatenate(parts) if parts else None for view, parts in chunks.items()}
+        return rows, views, further, first_failures
+
+
+def open_writer(folder: Path | str, encoder: Encoder | str | None = None, device: str = "auto") -> IndexWriter:
+    """An IndexWriter on `folder` (see IndexWriter); close it, or use it in a `with` block."""
+    return IndexWriter(folder, encoder=encoder, device=device)

@@ -1,0 +1,168 @@
+"""A live index (issue 18.3-4): upsert, delete and update on an index the real indexer built,
+each write one atomic snapshot, one writer at a time, readers never without an index."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from moonsearch.errors import IndexFormatError, MoonsearchError
+from moonsearch.index.backend import open_vectors
+from moonsearch.index.builder import build_index, view_file
+from moonsearch.index.live import lock_path, open_writer
+from moonsearch.search.searcher import ProductIndex
+
+from conftest import REPO, SAMPLE_CATALOG, draw_product, make_tiny_catalog, tiny_records, write_jsonl
+
+NEW = {"id": "NEW1", "title": "Zorblax Women Purple Velvet Gown", "gender": "Women", "articleType": "Dresses",
+       "price": 4321, "fabricNote": "velvet"}
+
+
+class CountingEncoder:
+    """The session's encoder, counting the products it encodes (further images apart)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.encoded = 0
+
+    def encode_views(self, texts, images):
+        self.encoded += len(texts)
+        return self.inner.encode_views(texts, images)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+def live(sample_index, tmp_path, encoder):
+    """A private copy of the sample catalog's index, opened with a counting encoder."""
+    summary, _ = sample_index
+    folder = tmp_path / "indexes" / "sample"
+    shutil.copytree(summary.out, folder)
+    counting = CountingEncoder(encoder)
+    index = ProductIndex.open(folder, device="cpu", encoder=counting)
+    yield index, counting
+    index.close()
+
+
+def cli(*args, cwd=REPO):
+    """The CLI in its own process; `.out` is what it printed (progress and errors go to stderr)."""
+    done = subprocess.run([sys.executable, "-m", "moonsearch.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+    done.out = " ".join((done.stdout + done.stderr).split())
+    return done
+
+
+def test_upsert_then_query_finds_the_new_product_and_delete_removes_it_everywhere(live):
+    index, counting = live
+    summary = index.upsert([NEW])
+    assert (summary.added, summary.encoded, counting.encoded) == (1, 1, 1)
+    assert index.manifest.counts["products"] == 121 and index.manifest.generation == 1
+    assert index.search(text="zorblax velvet gown", k=3)[0].id == "NEW1"                    # hybrid
+    assert index.search(text="zorblax", k=3, hybrid=False)[0].id == "NEW1"                  # vectors
+    assert [h.id for h in index.search(text="gown", k=5, filters=["fabricNote=velvet"])] == ["NEW1"]
+    assert ("fabricNote", 1) in index.info()["filterable_fields"]
+    assert index.store.keyword_rows("zorblax", 5) == index.store.keyword_rows_sql("zorblax", 5) != []
+    key = index.store.row_of("NEW1")
+    assert key == 120   # after the build's rows 0..119
+
+    summary = index.delete(["NEW1"])
+    assert summary.deleted == 1 and counting.encoded == 1
+    assert index.store.row_of("NEW1") is None
+    assert "NEW1" not in [h.id for h in index.search(text="zorblax velvet gown", k=10)]
+    assert index.store.keyword_rows("zorblax", 5) == [] and index.store.keyword_rows_sql("zorblax", 5) == []
+    with pytest.raises(MoonsearchError, match="no attribute 'fabricNote'"):
+        index.search(text="gown", filters=["fabricNote=velvet"])
+    for view in index.manifest.views:
+        assert key not in open_vectors(index.data, view_file(view)).ids()
+    assert index.info()["manifest"]["counts"]["products"] == 120
+
+
+def test_replacing_a_product_keeps_its_key_and_re_encodes_it(live):
+    index, counting = live
+    key = index.store.row_of("S0003")
+    summary = index.upsert([{"id": "S0003", "title": "Quuxfrob Unisex Green Rain Boots", "articleType": "Boots"}])
+    assert (summary.replaced, summary.added, counting.encoded) == (1, 0, 1)
+    assert index.store.row_of("S0003") == key and index.manifest.counts["products"] == 120
+    assert index.search(text="quuxfrob", k=1)[0].id == "S0003"
+    assert index.store.keyword_rows("wayfarer", 10, np.array([key])) == []
+
+
+def test_delete_by_filter_and_unknown_ids(live):
+    index, _ = live
+    lumora = {h.id for h in index.search(text="lumora", k=120, filters=["brand=Lumora"])}
+    assert lumora
+    summary = index.delete(filters=["brand=Lumora"])
+    assert summary.deleted == len(lumora) and index.manifest.counts["products"] == 120 - len(lumora)
+    assert not lumora & {h.id for h in index.search(text="lumora sunglasses", k=120)}
+    with pytest.raises(MoonsearchError, match="no product with id NOPE"):
+        index.delete(["NOPE"])
+
+
+def test_update_encodes_only_new_and_changed_products_and_removes_the_missing(live, tmp_path):
+    index, counting = live
+    catalog = tmp_path / "catalog"
+    shutil.copytree(SAMPLE_CATALOG, catalog)
+    records = [json.loads(line) for line in (catalog / "products.jsonl").read_text().splitlines()]
+    removed = records.pop(5)["id"]
+    records[0]["title"] = "Blorptastic " + records[0]["title"]          # changed text
+    changed_image = next(r for r in records[10:] if r.get("image"))
+    (catalog / changed_image["image"]).write_bytes((catalog / records[1]["image"]).read_bytes())   # changed photo
+    records.append({**NEW, "id": "NEW2"})
+    write_jsonl(catalog / "products.jsonl", records)
+    with index.writer() as writer:
+        summary = writer.update(catalog)
+    assert (summary.added, summary.replaced, summary.deleted) == (1, 2, 1)
+    assert summary.unchanged == 117 and summary.encoded == 3 and counting.encoded == 3
+    index.refresh()
+    assert index.store.row_of(removed) is None and index.manifest.counts["products"] == 120
+    assert index.search(text="blorptastic", k=1)[0].id == records[0]["id"]
+    assert not lock_path(index.folder).exists()
+
+
+def test_a_write_with_another_encoder_is_refused(live, encoder):
+    index, _ = live
+
+    class Other(CountingEncoder):
+        encoder_id = "baseline@0000000000000000"
+
+    with pytest.raises(IndexFormatError, match="was built by encoder"):
+        open_writer(index.folder, encoder=Other(encoder))
+    assert not lock_path(index.folder).exists()
+
+
+def test_products_with_several_images_get_their_extra_vectors(live, tmp_path):
+    index, _ = live
+    first = draw_product(tmp_path / "imgs" / "a.png", "Red", "dress", seed=1)
+    second = draw_product(tmp_path / "imgs" / "b.png", "Blue", "tshirt", seed=2)
+    index.upsert([{"id": "MULTI", "title": "Snarfle two-colour set", "image": [str(first), str(second)]}])
+    assert index.manifest.counts["extra_images"] == 1
+    hit = index.search(image=second, k=1, view="image")[0]
+    assert hit.id == "MULTI" and hit.matched_image_index == 1
+    index.delete(["MULTI"])
+    assert index.manifest.counts["extra_images"] == 0
+    assert "MULTI" not in [h.id for h in index.search(image=second, k=5, view="image")]
+
+
+def test_cli_add_update_delete(sample_index, tmp_path):
+    summary, _ = sample_index
+    folder = tmp_path / "idx"
+    shutil.copytree(summary.out, folder)
+    extra = write_jsonl(tmp_path / "more" / "products.jsonl", [NEW])
+    done = cli("add", extra.parent, "--index", folder, "--device", "cpu")
+    assert done.returncode == 0 and "1 added" in done.out, done.out
+    done = cli("delete", "NEW1", "--index", folder, "--device", "cpu")
+    assert done.returncode == 0 and "1 deleted" in done.out
+    done = cli("delete", "--index", folder)
+    assert done.returncode == 2 and "delete needs product ids" in done.out and "Traceback" not in done.out
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["encoder"]["id"] = "baseline@0000000000000000"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    done = cli("update", SAMPLE_CATALOG, "--index", folder, "--device", "cpu")
+    assert done.returncode == 2 and "was built by encoder" in done.out and "Traceback" not in done.out
