@@ -2,7 +2,6 @@
 each write one atomic snapshot, one writer at a time, readers never without an index."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -166,3 +165,83 @@ def test_cli_add_update_delete(sample_index, tmp_path):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     done = cli("update", SAMPLE_CATALOG, "--index", folder, "--device", "cpu")
     assert done.returncode == 2 and "was built by encoder" in done.out and "Traceback" not in done.out
+
+
+READER = r"""
+import json, sys
+from pathlib import Path
+import numpy as np
+from moonsearch.search.searcher import ProductIndex
+
+folder, stop, out = map(Path, sys.argv[1:4])
+rng = np.random.default_rng(int(sys.argv[4]))
+stats = {"reads": 0, "missing": 0, "errors": [], "states": []}
+while not stop.exists():
+    if not (folder / "manifest.json").exists():
+        stats["missing"] += 1
+        continue
+    try:
+        index = ProductIndex.open(folder, device="cpu")
+        products = index.manifest.counts["products"]
+        vectors = index._view("mm")
+        _, keys = vectors.search(rng.normal(size=(1, index.manifest.dim)).astype("float32"), 10)
+        index.store.products([int(k) for k in keys[0] if k >= 0])     # every key found has its record
+        index.store.products([row for row, _ in index.store.keyword_rows("cotton", 50)])
+        if not index.store.count() == products == vectors.size:
+            stats["errors"].append(f"mixed state: {products} {index.store.count()} {vectors.size}")
+        stats["states"].append(products)
+        stats["reads"] += 1
+        index.close()
+    except Exception as exc:
+        stats["errors"].append(repr(exc)[:300])
+out.write_text(json.dumps(stats))
+"""
+
+
+def test_readers_see_whole_states_and_never_a_missing_index_during_rebuilds_and_writes(tmp_path, encoder):
+    out = tmp_path / "indexes" / "shop"
+    build_index(make_tiny_catalog(tmp_path / "c6", tiny_records(6)), out, encoder=encoder, device="cpu")
+    script = tmp_path / "reader.py"
+    script.write_text(READER)
+    stop = tmp_path / "stop"
+    readers = [subprocess.Popen([sys.executable, str(script), str(out), str(stop), str(tmp_path / f"r{i}.json"), str(i)],
+                                cwd=REPO) for i in range(2)]
+    time.sleep(4)   # imports
+    build_index(make_tiny_catalog(tmp_path / "c12", tiny_records(12)), out, encoder=encoder, device="cpu")
+    index = ProductIndex.open(out, device="cpu", encoder=encoder)
+    index.upsert([NEW])
+    index.delete(["P000", "P001"])
+    index.close()
+    build_index(make_tiny_catalog(tmp_path / "c6b", tiny_records(6)), out, encoder=encoder, device="cpu")
+    time.sleep(1)
+    stop.touch()
+    for reader in readers:
+        assert reader.wait(timeout=60) == 0
+    for i in range(2):
+        stats = json.loads((tmp_path / f"r{i}.json").read_text())
+        assert stats["errors"] == [] and stats["missing"] == 0
+        assert stats["reads"] > 0 and set(stats["states"]) <= {6, 12, 13, 11}
+    assert ProductIndex.open(out, device="cpu").manifest.generation == 4
+    assert not lock_path(out).exists()
+
+
+def test_a_second_writer_is_refused_with_the_pid_and_a_dead_writer_s_lock_is_taken_over(live, tmp_path, encoder):
+    index, _ = live
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from moonsearch.index.snapshots import WriteLock; "
+         "held = WriteLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)", str(index.folder)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(MoonsearchError, match=f"being written by PID {holder.pid}"):
+            index.upsert([NEW])
+        with pytest.raises(MoonsearchError, match=f"being written by PID {holder.pid}"):
+            build_index(SAMPLE_CATALOG, index.folder, encoder=encoder, device="cpu")
+        done = cli("delete", "S0001", "--index", index.folder, "--device", "cpu")
+        assert done.returncode == 2 and f"being written by PID {holder.pid}" in done.out
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert lock_path(index.folder).exists()   # left by the killed holder: stale, free to take
+    assert index.upsert([NEW]).added == 1
+    assert not lock_path(index.folder).exists() and index.store.row_of("NEW1") is not None

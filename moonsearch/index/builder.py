@@ -1,7 +1,10 @@
 """The indexing runner: catalog (reader) -> encoder (mapper) -> FAISS + DuckDB (writers).
 
 Everything is written into a hidden sibling folder; only a finished build, manifest last, is
-renamed into place. An interrupted or failed `index` leaves the previous index untouched.
+put in place: renamed to the path where there was no index, else moved in as the index's next
+snapshot and committed by replacing its manifest, so the path is never without an index. An
+interrupted or failed `index` leaves the previous index untouched. A build holds the index's
+write lock (moonsearch.index.snapshots), as live writes do.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from moonsearch.errors import MoonsearchError
 from moonsearch.index import vectors as faiss_vectors
 from moonsearch.index.vectors import FaissVectorStore
 from moonsearch.index.device import placement_for
+from moonsearch.index.snapshots import WriteLock, remove_old_snapshots, snapshot_name
 from moonsearch import threads as thread_policy
 from moonsearch.progress import progress_bar
 from moonsearch.store.manifest import MANIFEST_FILE, Manifest
@@ -111,12 +115,45 @@ def _check_replaceable(out: Path) -> None:
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:
+    """Only where no index is at `out` (nothing, or an empty folder): the finished build is
+    renamed into place. Over an index, `_commit_snapshot` is used: there is no moment without one."""
     _check_replaceable(out)
     retired = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         out.rename(retired)
     staging.rename(out)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _current_generation(out: Path) -> int | None:
+    """The generation of the index at `out` (0 for a build), None where there is none to keep
+    serving during a rebuild (no folder, no manifest, or one that is not JSON)."""
+    try:
+        data = json.loads((out / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    generation = data.get("generation", 0) if isinstance(data, dict) else None
+    return generation if isinstance(generation, int) else None
+
+
+def _commit(staging: Path, out: Path, manifest: Manifest) -> None:
+    """Put a finished build at `out`. Over an existing index the staging folder becomes its next
+    snapshot (one rename inside the same file system) and replacing the manifest commits it:
+    readers see the old index or the new one, and the path never lacks one. The old state's
+    files go later, when no reader can still be opening them (snapshots.remove_old_snapshots)."""
+    _check_replaceable(out)
+    generation = _current_generation(out)
+    if generation is None:
+        manifest.write(staging)
+        _swap_into_place(staging, out)
+        return
+    manifest.generation = generation + 1
+    manifest.snapshot = snapshot_name(manifest.generation)
+    shutil.rmtree(out / manifest.snapshot, ignore_errors=True)   # left by a write killed before its commit
+    manifest.write(staging)
+    staging.rename(out / manifest.snapshot)
+    manifest.write(out)   # the commit
+    remove_old_snapshots(out, manifest)
 
 
 def _display_fields(attribute_counts: dict[str, int]) -> list[str]:
@@ -340,6 +377,16 @@ def build_index(
 def _build(catalog, scan, out: Path, encoder: Encoder, kind: str, placement, batch_size: int,
            fail_after_batches: int | None, policy, overlap: bool, sort_by_length: bool) -> BuildSummary:
     out.parent.mkdir(parents=True, exist_ok=True)
+    lock = WriteLock(out).acquire()   # one writer at a time, builds and live writes alike
+    try:
+        return _build_locked(catalog, scan, out, encoder, kind, placement, batch_size, fail_after_batches, policy,
+                             overlap, sort_by_length)
+    finally:
+        lock.release()
+
+
+def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placement, batch_size: int,
+                  fail_after_batches: int | None, policy, overlap: bool, sort_by_length: bool) -> BuildSummary:
     _remove_stale_staging(out)
     staging = _staging_folder(out)
     shutil.rmtree(staging, ignore_errors=True)
@@ -437,7 +484,7 @@ def _build(catalog, scan, out: Path, encoder: Encoder, kind: str, placement, bat
                 handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
         shipped = getattr(encoder, "weights_path", None)
-        Manifest(
+        manifest = Manifest(
             encoder={"name": encoder.name, "id": encoder.encoder_id,
                      "weights": None if shipped in (None, weights_path(encoder.name)) else str(Path(shipped).resolve())},
             dim=encoder.dim, index_type=kind, views=list(VIEWS),
@@ -448,8 +495,8 @@ def _build(catalog, scan, out: Path, encoder: Encoder, kind: str, placement, bat
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             moonsearch_version=moonsearch.__version__,
             display_fields=_display_fields(attribute_counts),
-        ).write(staging)
-        _swap_into_place(staging, out)
+        )
+        _commit(staging, out, manifest)
     except BaseException:
         if prefetch is not None:
             prefetch.close()

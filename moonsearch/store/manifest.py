@@ -1,7 +1,9 @@
 """The manifest: what an index folder holds and which encoder made it.
 
 It is written last, so a folder without one was never finished; `query` checks it before
-reading anything else, and refuses an index another encoder or format version built.
+reading anything else, and refuses an index another encoder or format version built. It is also
+the index's pointer to its current state: `snapshot` names the folder holding the files (none:
+the index folder itself), and a write or rebuild commits by replacing this one file.
 """
 
 from __future__ import annotations
