@@ -224,7 +224,7 @@ class IndexWriter:
         except BaseException:
             shutil.rmtree(snapshot, ignore_errors=True)
             raise
-        summary.generation = generation
+        summary.generation = summary.generation or generation
         summary.seconds = time.time() - started
         return summary
 
@@ -244,6 +244,10 @@ class IndexWriter:
                                           delete_filters)
         finally:
             records.close()   # rebuilds the keyword index and checkpoints when anything changed
+        if not (summary.added or summary.replaced or summary.deleted):
+            shutil.rmtree(snapshot, ignore_errors=True)   # nothing changed: no new state to commit
+            summary.generation = manifest.generation
+            return summary
         committed = replace(manifest, counts=counts, snapshot=snapshot.name, generation=manifest.generation + 1)
         committed.write(snapshot)        # the snapshot's own record of what it is
         committed.write(self.folder)     # the commit: one os.replace of the manifest

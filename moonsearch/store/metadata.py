@@ -144,6 +144,29 @@ class MetadataWriter:
         self.con.close()
 
 
+# What a damaged or truncated file raises while it is read (not a mistake in a query).
+_DAMAGE = (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException, duckdb.FatalException)
+
+
+class _GuardedConnection:
+    """A DuckDB connection whose reads of a damaged file raise one IndexFormatError naming the
+    file and what to do, instead of DuckDB's traceback wherever the damage is first read."""
+
+    def __init__(self, con, path: Path):
+        self._con = con
+        self._path = path
+
+    def execute(self, *args, **kwargs):
+        try:
+            return self._con.execute(*args, **kwargs)
+        except _DAMAGE as exc:
+            raise IndexFormatError(f"{self._path} cannot be read ({str(exc).splitlines()[0][:160]}): rebuild the "
+                                   "index with `moonsearch index`, or restore it") from None
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+
 class MetadataStore(RecordStore):
     """Product records by vector row, and filters turned into allowed rows.
 
@@ -166,7 +189,7 @@ class MetadataStore(RecordStore):
         self.writable = writable
         self._changed = False
         try:
-            self.con = duckdb.connect(str(path), read_only=not writable)
+            self.con = _GuardedConnection(duckdb.connect(str(path), read_only=not writable), path)
         except duckdb.Error as exc:
             raise IndexFormatError(f"{path} cannot be opened ({str(exc).splitlines()[0]}): "
                                    "rebuild the index with `moonsearch index`, or restore it") from None
