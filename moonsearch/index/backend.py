@@ -38,6 +38,23 @@ def open_vectors(folder: Path, file_name: str, backend: str = FAISS_DUCKDB) -> V
                                "the index with `moonsearch index`, or restore it") from None
 
 
+def create_vectors(vectors, ids, index_type: str, gpu: bool = False, backend: str = FAISS_DUCKDB) -> VectorStore:
+    """A new vector store holding `vectors` under `ids` (a build's views, a write's first extras)."""
+    check_backend(backend, Path("."))
+    from moonsearch.index.vectors import FaissVectorStore
+
+    return FaissVectorStore.create(vectors, ids, index_type, gpu=gpu)
+
+
+def create_records(folder: Path, backend: str = FAISS_DUCKDB):
+    """A new record store in `folder` for a build to append batches of ProductRows to (`add`),
+    finished by `close` (which builds the keyword index)."""
+    check_backend(backend, Path(folder))
+    from moonsearch.store.metadata import MetadataWriter
+
+    return MetadataWriter(folder)
+
+
 def open_records(folder: Path, backend: str = FAISS_DUCKDB, writable: bool = False) -> RecordStore:
     check_backend(backend, folder)
     from moonsearch.store.metadata import MetadataStore

@@ -31,13 +31,13 @@ from moonsearch.encoder.registry import load_encoder, weights_path
 from moonsearch.encoder.text import product_text
 from moonsearch.errors import MoonsearchError
 from moonsearch.index import vectors as faiss_vectors
-from moonsearch.index.vectors import FaissVectorStore
+from moonsearch.index.backend import create_records, create_vectors
 from moonsearch.index.device import placement_for
 from moonsearch.index.snapshots import WriteLock, remove_old_snapshots, snapshot_name
 from moonsearch import threads as thread_policy
 from moonsearch.progress import progress_bar
 from moonsearch.store.manifest import MANIFEST_FILE, Manifest
-from moonsearch.store.metadata import MetadataWriter, ProductRow
+from moonsearch.store.metadata import ProductRow
 
 SKIPS_FILE = "skipped.jsonl"
 # Products with several images: every image after the one in the product vectors (the first that
@@ -198,7 +198,7 @@ class _ExtraImages:
             extra_kind = kind if len(self.rows) >= faiss_vectors.EXACT_BELOW else "flat"
             keys = np.arange(len(self.rows), dtype=np.int64)   # extra vector key = its slot in the map
             for view in EXTRA_VIEWS:
-                store = FaissVectorStore.create(np.concatenate(self.chunks[view]), keys, extra_kind, gpu=gpu)
+                store = create_vectors(np.concatenate(self.chunks[view]), keys, extra_kind, gpu=gpu)
                 store.save(folder / extra_view_file(view))
         if self.rows or self.first:
             first = np.array(self.first, np.int64).reshape(-1, 2)
@@ -394,7 +394,7 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
     summary = BuildSummary(out=out, index_type=kind, placement=placement.reason)
     prefetch = None
     try:
-        writer = MetadataWriter(staging)
+        writer = create_records(staging)
         con = getattr(writer, "con", None)
         if con is not None:
             thread_policy.configure_duckdb(con, policy.threads)
@@ -476,7 +476,7 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
                           for s in catalog.skips] + summary.report
         keys = np.arange(summary.products, dtype=np.int64)   # each vector under its product's row
         for view in VIEWS:
-            store = FaissVectorStore.create(buffers.stacked(view, encoder.dim), keys, kind, gpu=placement.faiss_gpu)
+            store = create_vectors(buffers.stacked(view, encoder.dim), keys, kind, gpu=placement.faiss_gpu)
             store.save(staging / view_file(view))
         extras.save(staging, kind, placement.faiss_gpu)
         with open(staging / SKIPS_FILE, "w", encoding="utf-8") as handle:

@@ -34,9 +34,8 @@ from moonsearch.catalog.models import Skip
 from moonsearch.encoder.base import VIEWS, Encoder
 from moonsearch.encoder.text import product_text
 from moonsearch.errors import MoonsearchError
-from moonsearch.index.backend import check_backend, open_records, open_vectors
+from moonsearch.index.backend import check_backend, create_vectors, open_records, open_vectors
 from moonsearch.index.builder import EXTRA_MAP_FILE, EXTRA_VIEWS, extra_view_file, view_file
-from moonsearch.index.vectors import FaissVectorStore
 from moonsearch.store.filters import Filter, parse_filters
 from moonsearch.store.manifest import MANIFEST_FILE, Manifest
 from moonsearch.store.metadata import DB_FILE, ProductRow
@@ -170,7 +169,12 @@ class IndexWriter:
         return encoder
 
     def close(self) -> None:
-        self.lock.release()
+        """Release the lock, removing first the snapshots no reader can need any more."""
+        try:
+            if self.lock.handle is not None:
+                remove_old_snapshots(self.folder, Manifest.read(self.folder))
+        finally:
+            self.lock.release()
 
     def __enter__(self) -> "IndexWriter":
         return self
@@ -329,7 +333,7 @@ class IndexWriter:
                 store.remove(retired)
                 store.add(keys, np.concatenate(further[view]) if further["rows"] else None)
             elif further["rows"]:
-                store = FaissVectorStore.create(np.concatenate(further[view]), keys, "flat")
+                store = create_vectors(np.concatenate(further[view]), keys, "flat", backend=manifest.backend)
             else:
                 continue
             _save_vectors(store, path)
