@@ -335,3 +335,44 @@ def test_a_writer_killed_at_random_points_leaves_a_whole_index_and_the_write_can
     snapshots = sorted(p.name for p in folder.iterdir() if p.name.startswith("snap-"))
     assert snapshots[-1] == f"snap-{check_whole(folder)[0]:06d}"
     print(f"{len(ops)} kills, {committed_seen} after the commit")
+
+
+@pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
+def test_writes_on_ann_indexes(tmp_path, encoder, index_type):
+    out = tmp_path / index_type
+    build_index(make_tiny_catalog(tmp_path / "c", tiny_records(12)), out, encoder=encoder, device="cpu",
+                index_type=index_type)
+    index = ProductIndex.open(out, device="cpu", encoder=encoder)
+    index.upsert([NEW])
+    index.delete(["P003"])
+    assert index.search(text="zorblax velvet gown", k=1, hybrid=False)[0].id == "NEW1"
+    found = [h.id for h in index.search(text="cotton", k=20, hybrid=False)]
+    assert len(found) == 12 and "P003" not in found
+    assert {h.id for h in index.search(text="dress", k=3, filters=["price>1300"])} == {"NEW1", "P011"}
+    index.close()
+
+
+def test_an_index_built_before_keys_and_hashes_takes_writes(tmp_path, encoder):
+    import duckdb
+    import faiss
+
+    from moonsearch.index import vectors as faiss_vectors
+
+    out = tmp_path / "old"
+    catalog = make_tiny_catalog(tmp_path / "c", tiny_records(8))
+    build_index(catalog, out, encoder=encoder, device="cpu")
+    for view in ("mm", "image", "text"):   # vectors by position, as before stable keys
+        keyed = faiss.read_index(str(out / view_file(view)))
+        faiss.write_index(faiss_vectors.build(keyed.reconstruct_n(0, keyed.ntotal), "flat"), str(out / view_file(view)))
+    con = duckdb.connect(str(out / "metadata.duckdb"))
+    con.execute("DROP TABLE hashes")
+    con.close()
+    index = ProductIndex.open(out, device="cpu", encoder=encoder)
+    index.delete(["P002"])
+    assert index.search(text="blue cotton dress", k=10, hybrid=False)[0].id != "P002"
+    assert "P002" not in [h.id for h in index.search(text="cotton", k=10, hybrid=False)]
+    with index.writer() as writer:
+        first = writer.update(catalog)     # no hashes stored: every product counts as changed once
+        second = writer.update(catalog)
+    assert (first.added, first.replaced) == (1, 7) and (second.unchanged, second.encoded) == (8, 0)
+    index.close()
