@@ -249,9 +249,11 @@ def info(
         return
     manifest = details["manifest"]
     table = Table(title=f"index {details['path']}", show_header=False)
-    for key in ("encoder", "dim", "index_type", "views", "counts", "source", "created", "format_version"):
+    for key in ("encoder", "dim", "index_type", "views", "counts", "source", "created", "format_version", "backend"):
         value = manifest[key]
         table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    table.add_row("state", f"{manifest['generation']} write(s) since the build"
+                  + (f" (files in {manifest['snapshot']})" if manifest["snapshot"] else ""))
     fields = ", ".join(f"{k} ({n})" for k, n in details["filterable_fields"][:25])
     more = len(details["filterable_fields"]) - 25
     table.add_row("filters", fields + (f", ... {more} more" if more > 0 else ""))
