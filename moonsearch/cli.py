@@ -1,4 +1,4 @@
-"""The `moonsearch` command: index, add, update, delete, query, explain, info, train, eval.
+"""The `moonsearch` command: index, add, update, delete, compact, query, explain, info, train, eval.
 
 Every subcommand is a thin shell over the Python API. Errors the user can fix are printed as
 one clear line (exit code 2), never as a traceback.
@@ -135,6 +135,23 @@ def delete(
     with open_writer(folder, device=device) as writer:
         summary = writer.delete(ids or (), filters)
     _write_report("deleted from", folder, summary)
+
+
+@app.command()
+def compact(
+    index_path: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: the only one in ./indexes]."),
+    index_type: str = typer.Option("auto", "--index-type", help="auto | flat | ivf | hnsw (auto: as `index` chooses for today's size)."),
+):
+    """Rebuild an index's vector structures from its stored vectors, nothing re-encoded: after
+    many writes, or once it outgrew the flat threshold."""
+    from moonsearch.index.live import open_writer
+
+    folder = index_path or default_index()
+    with open_writer(folder, device="cpu") as writer:
+        summary = writer.compact(index_type)
+    manifest_type = json.loads((Path(folder) / "manifest.json").read_text()).get("index_type")
+    console.print(f"[bold green]compacted[/] {folder}: {manifest_type} vectors rebuilt in {summary.seconds:.1f}s; "
+                  f"now state {summary.generation}")
 
 
 def _hits_table(hits, display_fields: list[str]) -> Table:

@@ -261,6 +261,8 @@ if op == "add":
     writer.upsert([{"id": f"{arg}-{i}", "title": f"Crashproof cotton shirt {arg} {i}", "price": i} for i in range(3)])
 elif op == "update":
     writer.update(arg)
+elif op == "compact":
+    writer.compact(arg)
 else:
     writer.delete([arg])
 print("done", flush=True)
@@ -295,7 +297,7 @@ def test_a_writer_killed_at_random_points_leaves_a_whole_index_and_the_write_can
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     rng = random.Random(18)
-    ops = ["add", "update", "delete"] * 7   # 21 kills
+    ops = ["add", "update", "delete", "compact"] * 6   # 24 kills
     committed_seen = 0
     for trial, op in enumerate(ops):
         generation, ids = check_whole(folder)
@@ -304,6 +306,8 @@ def test_a_writer_killed_at_random_points_leaves_a_whole_index_and_the_write_can
         elif op == "delete":
             arg = sorted(ids)[trial]
             expect_new, expect_gone = set(), {arg}
+        elif op == "compact":
+            arg, expect_new, expect_gone = ("hnsw", "flat")[trial // 4 % 2], set(), set()
         else:
             catalog = tmp_path / f"catalog{trial}"
             records = [{"id": i, "title": f"Crashproof cotton item {i}"} for i in sorted(ids)[1:]]
@@ -328,10 +332,14 @@ def test_a_writer_killed_at_random_points_leaves_a_whole_index_and_the_write_can
                                for i in range(3)])
             elif op == "update":
                 writer.update(arg)
+            elif op == "compact":
+                writer.compact(arg)
             elif arg in now:
                 writer.delete([arg])
         _, final = check_whole(folder)
         assert expect_new <= final and not expect_gone & final
+        if op == "compact":
+            assert final == now and ProductIndex.open(folder, device="cpu").manifest.index_type == arg
     snapshots = sorted(p.name for p in folder.iterdir() if p.name.startswith("snap-"))
     assert snapshots[-1] == f"snap-{check_whole(folder)[0]:06d}"
     print(f"{len(ops)} kills, {committed_seen} after the commit")
@@ -376,3 +384,29 @@ def test_an_index_built_before_keys_and_hashes_takes_writes(tmp_path, encoder):
         second = writer.update(catalog)
     assert (first.added, first.replaced) == (1, 7) and (second.unchanged, second.encoded) == (8, 0)
     index.close()
+
+
+def test_compact_rebuilds_the_vectors_without_encoding(live):
+    index, counting = live
+    index.delete(["S0001", "S0002"])
+    before = [h.id for h in index.search(text="red dress", k=10, hybrid=False)]
+    counting.encoded = 0
+    with index.writer() as writer:
+        summary = writer.compact("hnsw")
+    index.refresh()
+    assert summary.compacted and counting.encoded == 0
+    assert index.manifest.index_type == "hnsw" and index._view("mm").kind == "hnsw"
+    assert [h.id for h in index.search(text="red dress", k=10, hybrid=False)] == before
+    done = cli("compact", "--index", index.folder)
+    assert done.returncode == 0 and "compacted" in done.out and "flat vectors rebuilt" in done.out
+    index.refresh()
+    assert index.manifest.index_type == "flat" and index.manifest.counts["products"] == 118
+
+
+def test_update_from_a_catalog_without_products_is_refused(live, tmp_path):
+    index, _ = live
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "products.jsonl").write_text('{"title": "no id"}\n')
+    with index.writer() as writer, pytest.raises(MoonsearchError, match="would empty the index"):
+        writer.update(tmp_path / "empty")
+    assert index.manifest.counts["products"] == 120

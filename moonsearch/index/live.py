@@ -1,4 +1,4 @@
-"""Writes to a built index: upsert, delete and update products without a rebuild.
+"""Writes to a built index: upsert, delete, update and compact without a rebuild.
 
 Every write makes a new snapshot: a folder `snap-NNNNNN` inside the index folder holding the
 whole new state (vectors, records, keyword index, extra-image map, a copy of the manifest).
@@ -69,6 +69,7 @@ class WriteSummary:
     encoded: int = 0
     skipped: int = 0
     image_failures: int = 0
+    compacted: bool = False      # the vector structures were rebuilt (compact)
     generation: int = 0
     seconds: float = 0.0
     report: list[dict] = field(default_factory=list)
@@ -192,7 +193,10 @@ class IndexWriter:
         """Make the index hold exactly the catalog's products: new and changed ones encoded
         (changed: another content hash), unchanged ones left as they are, absent ones removed."""
         catalog = open_catalog(catalog_path)
-        catalog.scan()   # duplicate ids and bad text fail here, before any encoding
+        scan = catalog.scan()   # duplicate ids and bad text fail here, before any encoding
+        if scan.products == 0:
+            raise MoonsearchError(f"{catalog.path} has no valid products ({len(scan.skips)} rows skipped): update "
+                                  "would empty the index; `moonsearch delete` removes products on purpose")
         products = list(catalog.products())
         summary = self._write(products, delete_ids=None, only_changed=True)
         summary.skipped = len(catalog.skips)
@@ -214,8 +218,23 @@ class IndexWriter:
 
     # -- one snapshot ---------------------------------------------------------------------
 
-    def _write(self, products: list[Product], delete_ids, only_changed: bool,
-               delete_filters: Sequence[Filter | str] = ()) -> WriteSummary:
+    def compact(self, index_type: str = "auto") -> WriteSummary:
+        """Rebuild every view's vector structure from the vectors it stores, nothing re-encoded:
+        IVF lists trained afresh on today's vectors, HNSW graphs without removed products, and
+        with `auto` an index that outgrew the flat threshold turned into IVF (or back)."""
+        return self._write(lambda manifest, records, snapshot: self._compact(manifest, records, snapshot, index_type))
+
+    # -- one snapshot ---------------------------------------------------------------------
+
+    def _write(self, products: list[Product] | None = None, delete_ids=(), only_changed: bool = False,
+               delete_filters: Sequence[Filter | str] = (), apply=None) -> WriteSummary:
+        """One snapshot: the current state's files linked or copied in, changed by `apply`
+        (default: the product changes asked for), and committed unless nothing changed."""
+        if apply is None and callable(products):
+            apply, products = products, None
+        if apply is None:
+            def apply(manifest, records, snapshot):
+                return self._apply(manifest, records, snapshot, products, delete_ids, only_changed, delete_filters)
         started = time.time()
         manifest = Manifest.read(self.folder)   # the state this write starts from (we hold the lock)
         current = manifest.data_folder(self.folder)
@@ -224,7 +243,7 @@ class IndexWriter:
         shutil.rmtree(snapshot, ignore_errors=True)
         snapshot.mkdir()
         try:
-            summary = self._fill(manifest, current, snapshot, products, delete_ids, only_changed, delete_filters)
+            summary = self._fill(manifest, current, snapshot, apply)
         except BaseException:
             shutil.rmtree(snapshot, ignore_errors=True)
             raise
@@ -232,8 +251,7 @@ class IndexWriter:
         summary.seconds = time.time() - started
         return summary
 
-    def _fill(self, manifest: Manifest, current: Path, snapshot: Path, products: list[Product], delete_ids,
-              only_changed: bool, delete_filters) -> WriteSummary:
+    def _fill(self, manifest: Manifest, current: Path, snapshot: Path, apply) -> WriteSummary:
         for name in os.listdir(current):
             source = current / name
             if name == MANIFEST_FILE or not source.is_file() or name.startswith("."):
@@ -244,18 +262,36 @@ class IndexWriter:
                 _link_or_copy(source, snapshot / name)
         records = open_records(snapshot, manifest.backend, writable=True)
         try:
-            summary, counts = self._apply(manifest, records, snapshot, products, delete_ids, only_changed,
-                                          delete_filters)
+            summary, changes = apply(manifest, records, snapshot)
         finally:
             records.close()   # rebuilds the keyword index and checkpoints when anything changed
-        if not (summary.added or summary.replaced or summary.deleted):
+        if not (summary.added or summary.replaced or summary.deleted or summary.compacted):
             shutil.rmtree(snapshot, ignore_errors=True)   # nothing changed: no new state to commit
             summary.generation = manifest.generation
             return summary
-        committed = replace(manifest, counts=counts, snapshot=snapshot.name, generation=manifest.generation + 1)
+        committed = replace(manifest, **changes, snapshot=snapshot.name, generation=manifest.generation + 1)
         committed.write(snapshot)        # the snapshot's own record of what it is
         committed.write(self.folder)     # the commit: one os.replace of the manifest
         return summary
+
+    def _compact(self, manifest: Manifest, records, snapshot: Path, index_type: str):
+        from moonsearch.index.vectors import EXACT_BELOW, resolve_index_type
+
+        keys = np.asarray(records.allowed_rows([]), np.int64)
+        kind = resolve_index_type(index_type, len(keys))
+        for view in manifest.views:
+            store = open_vectors(snapshot, view_file(view), manifest.backend)
+            rebuilt = create_vectors(store.vectors(keys), keys, kind, backend=manifest.backend)
+            _save_vectors(rebuilt, snapshot / view_file(view))
+        extras = _Extras(snapshot)
+        used = np.flatnonzero(extras.rows >= 0).astype(np.int64)
+        if len(used):
+            extra_kind = kind if len(used) >= EXACT_BELOW else "flat"
+            for view in EXTRA_VIEWS:
+                store = open_vectors(snapshot, extra_view_file(view), manifest.backend)
+                rebuilt = create_vectors(store.vectors(used), used, extra_kind, backend=manifest.backend)
+                _save_vectors(rebuilt, snapshot / extra_view_file(view))
+        return WriteSummary(compacted=True), {"index_type": kind}
 
     def _apply(self, manifest: Manifest, records, snapshot: Path, products: list[Product], delete_ids,
                only_changed: bool, delete_filters):
@@ -318,7 +354,7 @@ class IndexWriter:
         counts.update(products=products_now, with_image=with_image, text_only=products_now - with_image,
                       extra_images=extras.used, images=with_image + extras.used,
                       image_failures=counts.get("image_failures", 0) + summary.image_failures)
-        return summary, counts
+        return summary, {"counts": counts}
 
     def _write_extras(self, manifest, snapshot: Path, extras: _Extras, retired: np.ndarray, further) -> None:
         """Retire the touched products' extra vectors and add the new ones (a map file and its
