@@ -4,7 +4,8 @@ __version__ = "0.1.0"
 
 
 def open_index(path, device: str = "auto"):
-    """Open an index folder for searching (see moonsearch.search.ProductIndex)."""
+    """Open an index folder for searching, and for writes (`upsert`, `delete`, `writer()`; see
+    moonsearch.search.ProductIndex and moonsearch.index.live)."""
     from moonsearch import threads
     from moonsearch.search.searcher import ProductIndex
 

@@ -113,7 +113,9 @@ def load_query_image(image: Image.Image | str | Path) -> Image.Image:
 
 
 class ProductIndex:
-    """An index folder opened for search; the encoder loads on first use."""
+    """An index folder opened for search; the encoder loads on first use. It serves the state
+    the manifest named at open; its own writes (`upsert`, `delete`) move it to the new state,
+    other processes' writes show after `refresh` or a new open."""
 
     def __init__(self, folder: Path, manifest: Manifest, store: RecordStore, device: str = "auto",
                  encoder: Encoder | None = None):
