@@ -81,6 +81,8 @@ def test_upsert_then_query_finds_the_new_product_and_delete_removes_it_everywher
     for view in index.manifest.views:
         assert key not in open_vectors(index.data, view_file(view)).ids()
     assert index.info()["manifest"]["counts"]["products"] == 120
+    index.upsert([{**NEW, "id": "NEW2"}])
+    assert index.store.row_of("NEW2") == 121   # a deleted product's key is never given to another
 
 
 def test_replacing_a_product_keeps_its_key_and_re_encodes_it(live):

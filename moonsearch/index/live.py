@@ -313,7 +313,7 @@ class IndexWriter:
             parsed = [f if isinstance(f, Filter) else parse_filters([f])[0] for f in delete_filters]
             gone |= set(records.allowed_rows(parsed).tolist())
         # Which products are (re-)encoded, under which key.
-        next_key = max(records.max_row(), max(gone, default=-1)) + 1
+        next_key = max(records.max_row() + 1, max(gone, default=-1) + 1, manifest.next_key or 0)
         todo: list[tuple[Product, int, str]] = []
         for product in products:
             digest = product_hash(product)
@@ -354,7 +354,7 @@ class IndexWriter:
         counts.update(products=products_now, with_image=with_image, text_only=products_now - with_image,
                       extra_images=extras.used, images=with_image + extras.used,
                       image_failures=counts.get("image_failures", 0) + summary.image_failures)
-        return summary, {"counts": counts}
+        return summary, {"counts": counts, "next_key": next_key}
 
     def _write_extras(self, manifest, snapshot: Path, extras: _Extras, retired: np.ndarray, further) -> None:
         """Retire the touched products' extra vectors and add the new ones (a map file and its

@@ -35,6 +35,9 @@ class Manifest:
     # sit in the index folder itself (a fresh build, or an index built before live writes).
     snapshot: str | None = None
     generation: int = 0             # how many writes made this state (0: a build)
+    # The key the next new product takes (None: one past the largest stored), so a deleted
+    # product's key is never handed to another product.
+    next_key: int | None = None
 
     def write(self, folder: Path) -> None:
         tmp = Path(folder) / (MANIFEST_FILE + ".tmp")
