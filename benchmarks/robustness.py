@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from pathlib import Path
 
@@ -56,6 +57,9 @@ def main() -> None:
     parser.add_argument("--encoder", default="moon-lite")
     parser.add_argument("--split", choices=("test", "myntra-val"), default="test")
     parser.add_argument("--limit", type=int, help="changed photos per transform (default: all)")
+    parser.add_argument("--products", type=int,
+                        help="a seeded sample of N products as the whole candidate set (the issue's table used 300; "
+                             "default: every product of the split)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     if not (args.data / "products.jsonl").is_file():
@@ -66,14 +70,17 @@ def main() -> None:
 
     encoder = load_encoder(args.encoder)
     products = products_of(args.data, args.split)
+    if args.products:   # fewer candidates make each query easier: R@1 is only comparable at one N
+        products = random.Random(0).sample(products, min(args.products, len(products)))
     started = time.time()
     result = measure(encoder, products, args.limit)
     out = {"encoder": encoder.encoder_id, "split": args.split, "products": len(products), **result,
            "seconds": round(time.time() - started, 1),
            "made_by": "python benchmarks/robustness.py" + (f" --split {args.split}" if args.split != "test" else "")
                       + (f" --encoder {args.encoder}" if args.encoder != "moon-lite" else "")
-                      + (f" --limit {args.limit}" if args.limit else "")}
-    name = "robustness" if args.split == "test" else f"robustness-{args.split}"
+                      + (f" --limit {args.limit}" if args.limit else "")
+                      + (f" --products {args.products}" if args.products else "")}
+    name = "robustness" + (f"-{args.split}" if args.split != "test" else "") + (f"-{args.products}" if args.products else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(
