@@ -389,22 +389,15 @@ def report(results: dict, encoder_name: str, clip_source: str | None, batch_size
     out = [f"### Indexing throughput (batch size {batch_size}, CPU, {torch.get_num_threads()} torch threads, "
            f"thread policy {thread_policy.current().describe()})",
            markdown_table(["what", "timed", "products", "seconds", "products/s", "note"], rows)]
-    ratios = []
-    if "pipeline" in results and "vitb32" in results:
-        ratios.append(["(a) / (c): default pipeline vs ViT-B-32 pipeline",
-                       f"{rate(results['pipeline']) / rate(results['vitb32']):.2f}x"])
-    if "bare" in results and "vitb32" in results:
-        ratios.append(["(b) / (c): default bare forward vs ViT-B-32 pipeline",
-                       f"{rate(results['bare']) / rate(results['vitb32']):.2f}x"])
-    if "pipeline" in results and "bare" in results:
-        ratios.append(["(a) / (b): pipeline vs its bare forward (share of the ceiling reached)",
-                       f"{rate(results['pipeline']) / rate(results['bare']):.2f}"])
-    if "pipeline" in results and "serial" in results:
-        ratios.append(["(a) / (a0): overlapped and sorted vs serial loop",
-                       f"{rate(results['pipeline']) / rate(results['serial']):.2f}x"])
-    if "pipeline" in results and "torch" in results:
-        ratios.append(["(a) / (t): speedup over today's torch path (target >= 2.5)",
-                       f"{rate(results['pipeline']) / rate(results['torch']):.2f}x"])
+    ratio_rows = [  # (numerator, denominator, label, format)
+        ("pipeline", "vitb32", "(a) / (c): default pipeline vs ViT-B-32 pipeline", "{:.2f}x"),
+        ("bare", "vitb32", "(b) / (c): default bare forward vs ViT-B-32 pipeline", "{:.2f}x"),
+        ("pipeline", "bare", "(a) / (b): pipeline vs its bare forward (share of the ceiling reached)", "{:.2f}"),
+        ("pipeline", "serial", "(a) / (a0): overlapped and sorted vs serial loop", "{:.2f}x"),
+        ("pipeline", "torch", "(a) / (t): speedup over today's torch path (target >= 2.5)", "{:.2f}x"),
+    ]
+    ratios = [[label, fmt.format(rate(results[top]) / rate(results[bottom]))]
+              for top, bottom, label, fmt in ratio_rows if top in results and bottom in results]
     if ratios:
         out.append(markdown_table(["ratio", "value"], ratios))
     if clip_source is not None:
