@@ -77,6 +77,17 @@ def index(
             console.print(f"  ... {len(summary.report) - 5} more")
 
 
+def _write(index_path: Optional[Path], device: str, verb: str, change) -> None:
+    """One write command: the index's writer (its lock and encoder check) around `change(writer)`,
+    then what the write did."""
+    from moonsearch.index.live import open_writer
+
+    folder = index_path or default_index()
+    with open_writer(folder, device=device) as writer:
+        summary = change(writer)
+    _write_report(verb, folder, summary)
+
+
 def _write_report(verb: str, folder: Path, summary) -> None:
     console.print(f"[bold green]{verb}[/] {folder}: {summary.added} added, {summary.replaced} replaced, "
                   f"{summary.unchanged} unchanged, {summary.deleted} deleted ({summary.encoded} encoded"
@@ -95,12 +106,7 @@ def add(
     device: str = typer.Option("auto", help="auto | cpu | cuda (the encoder)."),
 ):
     """Add a catalog's products to an index, replacing products with the same id (re-encoded)."""
-    from moonsearch.index.live import open_writer
-
-    folder = index_path or default_index()
-    with open_writer(folder, device=device) as writer:
-        summary = writer.add_catalog(catalog)
-    _write_report("added to", folder, summary)
+    _write(index_path, device, "added to", lambda writer: writer.add_catalog(catalog))
 
 
 @app.command()
@@ -111,12 +117,7 @@ def update(
 ):
     """Make an index match a catalog: new and changed products encoded, unchanged ones kept
     (same content hash of record and image bytes), products the catalog lacks removed."""
-    from moonsearch.index.live import open_writer
-
-    folder = index_path or default_index()
-    with open_writer(folder, device=device) as writer:
-        summary = writer.update(catalog)
-    _write_report("updated", folder, summary)
+    _write(index_path, device, "updated", lambda writer: writer.update(catalog))
 
 
 @app.command()
@@ -127,14 +128,9 @@ def delete(
     device: str = typer.Option("auto", help="auto | cpu | cuda (the encoder is checked against the index)."),
 ):
     """Remove products from an index by id or by filter."""
-    from moonsearch.index.live import open_writer
-
     if not ids and not filters:
         raise MoonsearchError("delete needs product ids or --filter (e.g. `moonsearch delete S0001` or --filter brand=Lumora)")
-    folder = index_path or default_index()
-    with open_writer(folder, device=device) as writer:
-        summary = writer.delete(ids or (), filters)
-    _write_report("deleted from", folder, summary)
+    _write(index_path, device, "deleted from", lambda writer: writer.delete(ids or (), filters))
 
 
 @app.command()
