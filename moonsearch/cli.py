@@ -54,7 +54,8 @@ def index(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
 ):
     """Index a product catalog into FAISS + DuckDB."""
-    from moonsearch.index.builder import SKIPS_FILE, build_index
+    from moonsearch.index.builder import build_index
+    from moonsearch.store.files import SKIPS_FILE
 
     source = catalog.resolve()
     name = source.stem if source.is_file() else source.name

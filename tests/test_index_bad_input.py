@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from moonsearch.errors import CatalogError
-from moonsearch.index.builder import SKIPS_FILE, build_index
+from moonsearch.index.builder import build_index
+from moonsearch.store.files import SKIPS_FILE
 from moonsearch.search.searcher import ProductIndex
 
 from conftest import REPO, make_tiny_catalog, tiny_records, write_jsonl

@@ -9,7 +9,8 @@ import faiss
 import numpy as np
 import pytest
 
-from moonsearch.index.builder import EXTRA_MAP_FILE, SKIPS_FILE, build_index, extra_view_file, view_file
+from moonsearch.index.builder import build_index
+from moonsearch.store.files import EXTRA_MAP_FILE, SKIPS_FILE, extra_view_file, view_file
 from moonsearch.store.manifest import MANIFEST_FILE
 
 from conftest import COLOURS, draw_product, write_jsonl

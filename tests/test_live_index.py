@@ -13,7 +13,8 @@ import pytest
 
 from moonsearch.errors import IndexFormatError, MoonsearchError
 from moonsearch.index.backend import open_vectors
-from moonsearch.index.builder import build_index, view_file
+from moonsearch.index.builder import build_index
+from moonsearch.store.files import view_file
 from moonsearch.index.live import lock_path, open_writer
 from moonsearch.search.searcher import ProductIndex
 

@@ -15,7 +15,8 @@ from moonsearch.catalog import load_image, open_catalog
 from moonsearch.encoder.text import product_text
 from moonsearch.errors import IndexFormatError
 from moonsearch.index import vectors as faiss_vectors
-from moonsearch.index.builder import EXTRA_MAP_FILE, SKIPS_FILE, build_index, extra_view_file, view_file
+from moonsearch.index.builder import build_index
+from moonsearch.store.files import EXTRA_MAP_FILE, SKIPS_FILE, extra_view_file, view_file
 from moonsearch.search.searcher import ProductIndex
 
 from conftest import REPO, draw_product, write_jsonl

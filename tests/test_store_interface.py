@@ -7,7 +7,7 @@ import pytest
 
 from moonsearch.index import vectors as faiss_vectors
 from moonsearch.index.backend import open_records, open_vectors
-from moonsearch.index.builder import view_file
+from moonsearch.store.files import view_file
 from moonsearch.index.vectors import FaissVectorStore
 from moonsearch.store.interface import RecordStore, VectorStore
 from moonsearch.store.manifest import Manifest

@@ -90,7 +90,7 @@ def load_products(index_folder: Path):
 def product_vectors(index_folder: Path) -> np.ndarray:
     import faiss
 
-    from moonsearch.index.builder import view_file
+    from moonsearch.store.files import view_file
 
     flat = faiss.read_index(str(index_folder / view_file("mm")))
     return flat.reconstruct_n(0, flat.ntotal).astype(np.float32)

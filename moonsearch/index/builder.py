@@ -36,28 +36,16 @@ from moonsearch.index.device import placement_for
 from moonsearch.index.snapshots import WriteLock, remove_old_snapshots, snapshot_name
 from moonsearch import threads as thread_policy
 from moonsearch.progress import progress_bar
+from moonsearch.store.files import EXTRA_MAP_FILE, EXTRA_VIEWS, SKIPS_FILE, extra_view_file, view_file
 from moonsearch.store.manifest import MANIFEST_FILE, Manifest
 from moonsearch.store.metadata import ProductRow
 
-SKIPS_FILE = "skipped.jsonl"
-# Products with several images: every image after the one in the product vectors (the first that
-# loads) gets its own mm and image vectors in these files; EXTRA_MAP_FILE says whose they are.
-EXTRA_VIEWS = ("mm", "image")
-EXTRA_MAP_FILE = "extra-images.npz"
 # Products encoded per chunk when batches are sorted by text length: the sort has a few batches
 # to choose from, and a chunk's decoded images stay few. A chunk is also cut at a batch boundary
 # once its images pass CHUNK_PIXELS (about 300 MB of RGB).
 CHUNK_BATCHES = 4
 CHUNK_PIXELS = 100_000_000
 DISPLAY_CANDIDATES = ("brand", "articleType", "category", "baseColour", "colour", "color", "gender", "price")
-
-
-def view_file(view: str) -> str:
-    return f"vectors-{view}.faiss"
-
-
-def extra_view_file(view: str) -> str:
-    return f"vectors-{view}-extra.faiss"
 
 
 @dataclass

@@ -35,7 +35,7 @@ from moonsearch.encoder.base import VIEWS, Encoder
 from moonsearch.encoder.text import product_text
 from moonsearch.errors import MoonsearchError
 from moonsearch.index.backend import check_backend, create_vectors, open_records, open_vectors
-from moonsearch.index.builder import EXTRA_MAP_FILE, EXTRA_VIEWS, extra_view_file, view_file
+from moonsearch.store.files import EXTRA_MAP_FILE, EXTRA_VIEWS, extra_view_file, view_file
 from moonsearch.store.filters import Filter, parse_filters
 from moonsearch.store.manifest import MANIFEST_FILE, Manifest
 from moonsearch.store.metadata import DB_FILE, ProductRow

@@ -24,7 +24,7 @@ from moonsearch.encoder.base import VIEWS, Encoder
 from moonsearch.encoder.registry import load_encoder
 from moonsearch.errors import IndexFormatError, MoonsearchError
 from moonsearch.index.backend import check_backend, open_records, open_vectors
-from moonsearch.index.builder import EXTRA_MAP_FILE, EXTRA_VIEWS, SKIPS_FILE, extra_view_file, view_file
+from moonsearch.store.files import EXTRA_MAP_FILE, EXTRA_VIEWS, SKIPS_FILE, extra_view_file, view_file
 from moonsearch.index.device import placement_for
 from moonsearch.search.fusion import reciprocal_rank_fusion
 from moonsearch.store.filters import Filter, parse_filters
