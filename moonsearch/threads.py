@@ -202,6 +202,7 @@ def onnx_session_options(threads: int | None = None):
     options.intra_op_num_threads = count
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3   # warnings only from our own code, not per-graph notices
     if count > 1:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options

@@ -70,10 +70,10 @@ class OnnxImageTower:
     def __init__(self, path: Path, threads: int | None = None):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or max(1, min(os.cpu_count() or 1, 8))
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        from moonsearch import threads as policy
+
+        self.session = ort.InferenceSession(str(path), policy.onnx_session_options(threads),
+                                            providers=["CPUExecutionProvider"])
 
     def feature_maps(self, pixels) -> np.ndarray:
         array = pixels.numpy() if hasattr(pixels, "numpy") else np.asarray(pixels)

@@ -38,30 +38,11 @@ INPUTS = {"text": ["input_ids", "attention_mask", "token_type_ids"], "image": ["
           "fusion": ["text_states", "text_mask", "image_tokens", "image_mask"]}
 
 
-def session_threads(threads: int | None = None) -> int:
-    """Intra-op threads of this encoder's sessions: the one place they are decided (the
-    process's thread policy, moonsearch.threads, unless an explicit count is given)."""
-    if threads is not None:
-        return max(1, int(threads))
-    try:
-        from moonsearch import threads as policy
-    except ImportError:  # pragma: no cover - the policy ships with moonsearch
-        return max(1, min(os.cpu_count() or 1, 8))
-    return policy.onnx_threads()
-
-
 def _session_options(threads: int | None):
-    import onnxruntime as ort
+    """Options under the process's thread policy (moonsearch.threads), unless an explicit count is given."""
+    from moonsearch import threads as policy
 
-    try:
-        from moonsearch import threads as policy
-
-        options = policy.onnx_session_options(session_threads(threads))
-    except ImportError:  # pragma: no cover
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = session_threads(threads)
-    options.log_severity_level = 3
-    return options
+    return policy.onnx_session_options(None if threads is None else max(1, int(threads)))
 
 
 def weights_digest(path: Path) -> str:

@@ -316,7 +316,7 @@ class ProductIndex:
         """Serve the index's current state (what the manifest names now)."""
         fresh = ProductIndex.open(self.folder, device=self.device, encoder=self._encoder)
         self.store.close()
-        self.__dict__.update({k: v for k, v in fresh.__dict__.items()})
+        self.__dict__.update(fresh.__dict__)
 
     def close(self) -> None:
         self.store.close()
