@@ -1,0 +1,168 @@
+"""The index a server holds: opened and warmed once, searched by many threads, swapped after a write.
+
+Why this shape: a warm ProductIndex answers searches from memory (records, keyword postings,
+filter values), which threads may read together; but the first use of each of those, and lookups
+such as `row_of`, run SQL on the index's one DuckDB connection, which is not safe to share
+between threads. So searches run concurrently under a shared lock, every call that may reach
+DuckDB runs under one mutex, and a write builds and warms the next state beside the served one,
+then swaps it in under the exclusive lock (readers wait only for the swap, not for the write).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from moonsearch.search.product_index import ProductIndex
+from moonsearch.store.filters import Filter, parse_filters
+
+
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer stops new readers (writes are rare, and
+    must not starve under a steady query load)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+class IndexState:
+    """One opened, warmed state of the index (one manifest generation) and what the server
+    derived from it: the facet values of rows already seen, and which filter keys are loaded."""
+
+    def __init__(self, index: ProductIndex):
+        self.index = index
+        self.generation = index.manifest.generation
+        self.sql = threading.Lock()          # the one DuckDB connection: one caller at a time
+        self.loaded_keys: set[str] = set()   # filter keys whose values are in memory
+        self.facet_values: dict[int, list[tuple[str, str]]] = {}
+        self.known_keys = {key for key, _ in index.store.attribute_keys()}
+
+    def warm(self, text: str = "shirt") -> None:
+        """Run the searches whose first use reads SQL (keywords, records, filters) until every
+        structure a search touches is in memory, so concurrent searches never reach DuckDB."""
+        with self.sql:
+            for _ in range(2):   # the store answers the first use by SQL, loads on the second
+                self.index.search(text=text, k=5)
+                self.index.search(text=text, k=5, hybrid=False)
+            self.index.allowed_rows([], "image")
+            self.index.store.allowed_rows([])   # the filter index's product list
+
+    def load_key(self, key: str) -> None:
+        """Bring one filter key's values into memory under the SQL mutex (its first use reads
+        them), so later filtered searches on it stay in memory."""
+        if key in self.loaded_keys or key not in self.known_keys:
+            return
+        with self.sql:
+            if key not in self.loaded_keys:
+                self.index.store.allowed_rows([Filter(key, "=", ("",))])
+                self.loaded_keys.add(key)
+
+    def prepare_filters(self, filters: list[str]) -> list[Filter]:
+        """Parse filters (a bad one is a MoonsearchError naming it) and load their keys."""
+        parsed = parse_filters(filters)
+        for f in parsed:
+            self.load_key(f.key)
+        return parsed
+
+    def row_of(self, product_id: str) -> int | None:
+        with self.sql:
+            return self.index.store.row_of(str(product_id))
+
+    def facet_pairs(self, rows: np.ndarray, flatten) -> list[list[tuple[str, str]]]:
+        """(key, value) pairs of each row's attributes, read once per row per state."""
+        missing = [int(r) for r in rows if int(r) not in self.facet_values]
+        if missing:
+            records = self.index.store.products(missing)
+            for row, rec in zip(missing, records):
+                self.facet_values[row] = [(k, str(v)) for k, v in flatten(rec["attributes"])]
+        return [self.facet_values[int(r)] for r in rows]
+
+    def close(self) -> None:
+        self.index.close()
+
+
+class ServedIndex:
+    """The state requests read (`reading()`), and the writes that replace it."""
+
+    def __init__(self, folder: Path, device: str = "cpu", encoder=None, warm_text: str = "shirt"):
+        from moonsearch import open_index
+
+        self.folder = Path(folder)
+        self.device = device
+        self.warm_text = warm_text
+        started = time.perf_counter()
+        index = open_index(self.folder, device=device, encoder=encoder)
+        index.encoder   # load the encoder now, not on the first request
+        self._state = IndexState(index)
+        self._state.warm(warm_text)
+        self.ready_seconds = time.perf_counter() - started
+        self._lock = ReadWriteLock()
+        self._write_mutex = threading.Lock()
+
+    @contextmanager
+    def reading(self) -> Iterator[IndexState]:
+        with self._lock.read():
+            yield self._state
+
+    @property
+    def state(self) -> IndexState:
+        """The current state, for a quick look that needs no lock (generation, manifest)."""
+        return self._state
+
+    def write(self, change) -> object:
+        """Run `change(writer)` on the index's writer, then open, warm and swap in the new state.
+        Writes are serialised; searches go on against the old state until the swap."""
+        with self._write_mutex:
+            old = self._state
+            with old.index.writer() as writer:
+                summary = change(writer)
+            fresh_index = ProductIndex.open(self.folder, device=self.device, encoder=old.index.encoder)
+            fresh = IndexState(fresh_index)
+            fresh.warm(self.warm_text)
+            for key in old.loaded_keys:
+                fresh.load_key(key)
+            with self._lock.write():
+                self._state = fresh
+            old.close()
+            return summary
+
+    def close(self) -> None:
+        with self._lock.write():
+            self._state.close()
