@@ -216,9 +216,11 @@ def search_page(state, query: Query, cache: RankedLists, depth: int) -> dict:
     }
 
 
-def _facet_keys(pairs: list[list[tuple[str, str]]], preferred: list[str], chosen: list[str] | None) -> list[str]:
+def _facet_keys(pairs: list[list[tuple[str, str]]], preferred: list[str], chosen: list[str] | None,
+                filtered: set[str] = frozenset()) -> list[str]:
     """The keys to count: those asked for, else the keys most candidates hold that look like
-    categories (few distinct short values, not numbers), the index's display fields first."""
+    categories (few distinct short values, not numbers), the index's display fields first. A
+    key the query filters on stays even with one value left, so the page can show the choice."""
     if chosen:
         return chosen
     holders: Counter = Counter()
@@ -237,7 +239,7 @@ def _facet_keys(pairs: list[list[tuple[str, str]]], preferred: list[str], chosen
     total = max(len(pairs), 1)
     keys = [k for k, n in holders.items()
             if n >= 0.3 * total and len(values[k]) <= 50 and numeric[k] < 0.5 * n
-            and all(len(v) <= MAX_FACET_VALUE for v in values[k]) and (len(values[k]) > 1 or total == 1)]
+            and all(len(v) <= MAX_FACET_VALUE for v in values[k]) and (len(values[k]) > 1 or total == 1 or k in filtered)]
     keys.sort(key=lambda k: (k not in preferred, preferred.index(k) if k in preferred else 0, -holders[k], k))
     return keys[:AUTO_FACETS]
 
@@ -256,7 +258,7 @@ def facets(state, query: Query, cache: RankedLists, depth: int, fields: list[str
         hits, _ = candidates(state, query, filters, depth, cache)
         rows = np.array([h.row for h in hits], np.int64)
     pairs = state.facet_pairs(rows, flatten_attributes)
-    keys = _facet_keys(pairs, list(state.index.manifest.display_fields), fields)
+    keys = _facet_keys(pairs, list(state.index.manifest.display_fields), fields, {f.key for f in filters})
     counts = {key: Counter() for key in keys}
     prices = []
     for row_pairs in pairs:
