@@ -419,6 +419,35 @@ def evaluate(
         raise typer.Exit(1)
 
 
+@app.command()
+def serve(
+    index_path: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: the only one in ./indexes]."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this machine only)."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="File holding the bearer token that enables "
+                                              "POST/DELETE /products [default: $MOONSEARCH_SERVE_TOKEN; none: writes off]."),
+    cors_origin: List[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin; repeatable."),
+    max_upload_mb: float = typer.Option(8.0, "--max-upload-mb", min=0.01, help="Largest request body (photo upload)."),
+    max_image_pixels: int = typer.Option(40_000_000, "--max-image-pixels", min=9, help="Largest query photo, in pixels."),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds before a request is answered 503."),
+    device: str = typer.Option("cpu", help="auto | cpu | cuda."),
+):
+    """Serve the HTTP API and the shop page (FastAPI + uvicorn; needs the `serve` extra)."""
+    try:
+        from moonsearch.serve import ServeConfig, serve as run_server
+        from moonsearch.serve.config import read_token
+    except ImportError as exc:
+        raise MoonsearchError(f"serve needs the serve extra: pip install -e '.[serve]' ({exc.name} is missing)") from None
+
+    config = ServeConfig(index=index_path or default_index(), host=host, port=port, device=device,
+                         write_token=read_token(token_file), cors_origins=list(cors_origin),
+                         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_image_pixels,
+                         request_timeout_s=timeout)
+    console.print(f"loading {config.index} ... then listening on http://{host}:{port}/ "
+                  f"(writes {'on' if config.write_token else 'off'})")
+    run_server(config)
+
+
 def main() -> None:
     try:
         app()
