@@ -85,7 +85,7 @@ def environment() -> None:
 def check_faiss(n: int, dim: int = 256, queries: int = 1000, k: int = 10) -> None:
     import faiss
 
-    from moonsearch.index import vectors as faiss_vectors
+    from moonsearch.store import faiss_vectors
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(256, dim)).astype(np.float32)
@@ -105,7 +105,7 @@ def check_faiss(n: int, dim: int = 256, queries: int = 1000, k: int = 10) -> Non
         report(SKIP, "faiss GPU", "this faiss has no GPU support or sees no GPU (faiss-cpu installed; "
                "`pip install moonsearch[gpu]` gives faiss-gpu)")
         return
-    from moonsearch.index import device as devices
+    from moonsearch import devices
 
     start = time.perf_counter()
     gpu_flat = devices.to_gpu(faiss.IndexFlatIP(dim))
@@ -139,7 +139,7 @@ def check_faiss(n: int, dim: int = 256, queries: int = 1000, k: int = 10) -> Non
 
 def sample_inputs(limit: int = 64):
     from moonsearch.catalog import ImageError, load_image, open_catalog
-    from moonsearch.encoder.text import product_text
+    from moonsearch.catalog.inputs import product_text
 
     catalog = open_catalog(REPO / "catalog")
     texts, images = [], []

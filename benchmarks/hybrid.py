@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from moonsearch.eval.shopper import evaluate_shopper_queries
-    from moonsearch.search.searcher import ProductIndex
+    from moonsearch.search.product_index import ProductIndex
 
     index = ProductIndex.open(args.index, device="cpu")
     rows = []

@@ -68,7 +68,7 @@ def main() -> None:
     from moonsearch import threads
     from moonsearch.catalog import ImageError, load_image
     from moonsearch.encoder.registry import load_encoder
-    from moonsearch.encoder.text import product_text
+    from moonsearch.catalog.inputs import product_text
     from moonsearch.eval.protocols import myntra
     from moonsearch.eval.shopper import load_queries
 

@@ -31,23 +31,18 @@ def products_of(data: Path, split: str) -> list:
     return myntra.load_split(data, split="test")
 
 
-def measure(encoder, products: list, limit: int | None = None) -> dict:
-    from moonsearch.catalog import ImageError, load_image
-    from moonsearch.encoder.text import product_text
+def measure(encoder, products: list, limit: int | None = None, reference_size=None) -> dict:
+    from moonsearch.catalog.inputs import model_input
     from moonsearch.eval import robustness
 
-    images, failures = [None] * len(products), 0
-    for i, p in enumerate(products):
-        if p.images:
-            try:
-                images[i] = load_image(p.images[0])
-            except ImageError:
-                failures += 1      # counted and reported; the product stays a text-only candidate
-    texts = [product_text(p.title, p.attributes) for p in products]
+    inputs = [model_input(p) for p in products]   # each product as the index embeds it
+    images, texts = [given.image for given in inputs], [given.text for given in inputs]
+    failures = sum(1 for p, im in zip(products, images) if p.images and im is None)
     candidates = np.concatenate([encoder.encode_views(texts[i:i + 64], images[i:i + 64]).mm
                                  for i in range(0, len(products), 64)])
     rows = [i for i, im in enumerate(images) if im is not None][:limit]
-    result = robustness.run(encoder, [images[i] for i in rows], [str(products[i].id) for i in rows], candidates, rows)
+    result = robustness.run(encoder, [images[i] for i in rows], [str(products[i].id) for i in rows], candidates, rows,
+                            reference_size=reference_size)
     return {**result, "image_failures": failures}
 
 
@@ -60,6 +55,9 @@ def main() -> None:
     parser.add_argument("--products", type=int,
                         help="a seeded sample of N products as the whole candidate set (the issue's table used 300; "
                              "default: every product of the split)")
+    parser.add_argument("--reference-size", type=lambda v: tuple(int(x) for x in v.lower().split("x")),
+                        help="WIDTHxHEIGHT for the frozen-tower reference (default: the encoders' 96x128): "
+                             "how much of its robustness is input resolution")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     if not (args.data / "products.jsonl").is_file():
@@ -73,14 +71,16 @@ def main() -> None:
     if args.products:   # fewer candidates make each query easier: R@1 is only comparable at one N
         products = random.Random(0).sample(products, min(args.products, len(products)))
     started = time.time()
-    result = measure(encoder, products, args.limit)
+    result = measure(encoder, products, args.limit, args.reference_size)
     out = {"encoder": encoder.encoder_id, "split": args.split, "products": len(products), **result,
            "seconds": round(time.time() - started, 1),
            "made_by": "python benchmarks/robustness.py" + (f" --split {args.split}" if args.split != "test" else "")
                       + (f" --encoder {args.encoder}" if args.encoder != "moon-lite" else "")
                       + (f" --limit {args.limit}" if args.limit else "")
-                      + (f" --products {args.products}" if args.products else "")}
-    name = "robustness" + (f"-{args.split}" if args.split != "test" else "") + (f"-{args.products}" if args.products else "")
+                      + (f" --products {args.products}" if args.products else "")
+                      + (f" --reference-size {args.reference_size[0]}x{args.reference_size[1]}" if args.reference_size else "")}
+    name = ("robustness" + (f"-{args.split}" if args.split != "test" else "") + (f"-{args.products}" if args.products else "")
+            + (f"-ref{args.reference_size[0]}x{args.reference_size[1]}" if args.reference_size else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(

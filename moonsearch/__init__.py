@@ -3,11 +3,13 @@
 __version__ = "0.1.0"
 
 
-def open_index(path, device: str = "auto"):
+def open_index(path=None, device: str = "auto", encoder=None):
     """Open an index folder for searching, and for writes (`upsert`, `delete`, `writer()`; see
-    moonsearch.search.ProductIndex and moonsearch.index.live)."""
+    moonsearch.search.ProductIndex and moonsearch.index.live). Without a path: the only index
+    under ./indexes. Queries run under the query thread policy (moonsearch.threads)."""
     from moonsearch import threads
-    from moonsearch.search.searcher import ProductIndex
+    from moonsearch.locations import default_index
+    from moonsearch.search.product_index import ProductIndex
 
-    threads.for_queries()   # one thread per runtime unless overridden (moonsearch.threads)
-    return ProductIndex.open(path, device=device)
+    threads.for_queries()   # one thread per runtime unless overridden
+    return ProductIndex.open(path or default_index(), device=device, encoder=encoder)

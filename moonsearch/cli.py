@@ -12,36 +12,18 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from moonsearch.errors import MoonsearchError
+from moonsearch.locations import (SHARED_DATA, SHOPPER_QUERIES_FILE, default_dataset, default_index, index_folder_for,
+                                  shopper_queries_beside)
 from moonsearch.progress import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Product retrieval by text, image, or both (MOON2.0).")
-INDEXES_DIR = Path("indexes")
 # Results go to stdout; piped output gets a wide table rather than rich's 80-column default.
 out_console = console.__class__(width=None if sys.stdout.isatty() else 160)
-
-
-def default_index() -> Path:
-    """The only index under ./indexes, so `moonsearch query "red dress"` works after one `index`."""
-    found = sorted(p.parent for p in INDEXES_DIR.glob("*/manifest.json")
-                   if not p.parent.name.startswith("."))   # a build's staging or retired folder
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise MoonsearchError("no index under ./indexes: run `moonsearch index CATALOG` first, or pass --index")
-    names = ", ".join(str(p) for p in found)
-    raise MoonsearchError(f"several indexes under ./indexes ({names}): choose one with --index")
-
-
-def _query_threads() -> None:
-    """Queries run under the library's query thread policy (moonsearch.threads: 1 thread per
-    runtime unless MOONSEARCH_THREADS says otherwise); it never imports torch itself."""
-    from moonsearch import threads
-
-    threads.for_queries()
 
 
 @app.command()
@@ -57,9 +39,7 @@ def index(
     from moonsearch.index.builder import build_index
     from moonsearch.store.files import SKIPS_FILE
 
-    source = catalog.resolve()
-    name = source.stem if source.is_file() else source.name
-    out = out or INDEXES_DIR / name
+    out = out or index_folder_for(catalog)
     summary = build_index(catalog, out, encoder=encoder, index_type=index_type, device=device,
                           batch_size=batch_size)
     images = f"{summary.images} images embedded" + (
@@ -184,11 +164,9 @@ def query(
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ):
     """Find products by text, by image, or by both."""
-    from moonsearch.search.searcher import ProductIndex
+    from moonsearch import open_index
 
-    _query_threads()
-
-    searcher = ProductIndex.open(index_path or default_index(), device=device)
+    searcher = open_index(index_path, device=device)
     ranking = searcher.ranking(text, image, view, hybrid)
     if ranking.note:
         console.print(f"[yellow]{ranking.note}[/]")
@@ -219,16 +197,15 @@ def explain_command(
                                "left out | decomposition: exact additive share of each token (flat for moon-lite)."),
 ):
     """Why did a product match: the score split over the product's words and image patches."""
+    from moonsearch import open_index
     from moonsearch.explain import explain as explain_match
-    from moonsearch.search.searcher import ProductIndex
 
     if len(args) > 2:
         raise MoonsearchError("explain takes a query text and a product id (quote a query of several words)")
     text, product_id = (None, args[0]) if len(args) == 1 else args
     if text is None and image is None:
         raise MoonsearchError("give a query text before the product id, or a query image with --image")
-    _query_threads()
-    searcher = ProductIndex.open(index_path or default_index(), device=device)
+    searcher = open_index(index_path, device=device)
     result = explain_match(searcher, product_id, text=text, image=image, method=method)
     heatmap = None
     if result.image_weights is not None:
@@ -248,6 +225,8 @@ def info(
     index_path: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: the only one in ./indexes]."),
     as_json: bool = typer.Option(False, "--json"),
     encoders: bool = typer.Option(False, "--encoders", help="List the shipped encoders instead."),
+    check: bool = typer.Option(False, "--check", help="Verify every file against the checksums the index recorded, "
+                               "and read every vector and record (exit 2 naming the first damaged file)."),
 ):
     """Describe an index: encoder, counts, index type, filterable fields."""
     if encoders:
@@ -255,9 +234,12 @@ def info(
 
         out_console.print("\n".join(available_encoders()))
         return
-    from moonsearch.search.searcher import ProductIndex
+    from moonsearch import open_index
 
-    details = ProductIndex.open(index_path or default_index()).info()
+    index = open_index(index_path)
+    details = index.info()
+    if check:
+        details["check"] = index.verify()
     if as_json:
         sys.stdout.write(json.dumps(details, indent=2, default=str) + "\n")
         return
@@ -274,6 +256,13 @@ def info(
     table.add_row("keyword index", "yes (hybrid ranking)" if details["keyword_index"]
                   else "no: text queries rank by vectors only; rebuild for hybrid ranking")
     table.add_row("skip report", str(details["skip_report"]))
+    if check:
+        verified = details["check"]
+        table.add_row("check", f"ok: {verified['files_verified']} files match their checksums, "
+                      f"{verified['records']} records and every vector read"
+                      if verified["checksums"] else
+                      f"ok: {verified['records']} records and every vector read (no checksums recorded: "
+                      "the index was written before moonsearch recorded them)")
     out_console.print(table)
 
 
@@ -288,33 +277,10 @@ def train(
     init: Optional[str] = typer.Option(None, "--init", help="moon-lite: start from these weights instead of random ones (a shipped name such as moon-lite, or a .safetensors path), e.g. to fine-tune the shipped model on your catalog; sets the config's \"init\"."),
 ):
     """Train an encoder on a catalog's train split (tower features are cached once)."""
-    from moonsearch.encoder.registry import WEIGHTS_DIR
-    from moonsearch.train.baseline import load_config, train_baseline
-    from moonsearch.train.moon import train_moon
+    from moonsearch.train.run import train_encoder
 
-    cfg = load_config(config)
-    kind = cfg.get("encoder")
-    if kind not in ("baseline", "moon-lite", "mllm"):
-        raise MoonsearchError(f"config {config} trains '{kind}', which this version cannot train (baseline, moon-lite, mllm)")
-    if backbone_path is not None and kind != "mllm":
-        raise MoonsearchError(f"--backbone-path is for MLLM configs (such as mllm-qwen2vl); {config} trains '{kind}'")
-    if init is not None:
-        if kind != "moon-lite":
-            raise MoonsearchError(f"--init is for moon-lite configs; {config} trains '{kind}'")
-        cfg["init"] = init
-    name = cfg.get("name") or Path(config).stem   # not the kind: baseline-heldout must not replace the shipped baseline
-    target = out or WEIGHTS_DIR / name
-    if kind == "baseline":
-        report = train_baseline(data, cfg, target)
-    elif kind == "moon-lite":
-        from moonsearch.index.device import placement_for
-
-        report = train_moon(data, cfg, target, resume=resume, device=placement_for(device, "flat").encoder)
-    else:
-        from moonsearch.train.mllm import train_mllm
-
-        target = out or Path("models") / name   # a model folder: too big for the package
-        report = train_mllm(data, cfg, target, backbone_path=backbone_path, device=device)
+    target, report = train_encoder(data, config, out=out, backbone_path=backbone_path, resume=resume,
+                                   device=device, init=init)
     console.print(f"[bold green]trained[/] {target} in {report['wall_seconds']['total']}s; "
                   f"last epoch: {report['history'][-1]}")
 
@@ -353,18 +319,15 @@ def evaluate(
     """Score encoders on a benchmark protocol; write results JSON and a side-by-side table."""
     from moonsearch.eval.runner import (check_distinct_labels, check_floors, load_floors, run_protocol, write_result,
                                         write_table)
-    from moonsearch.index.device import placement_for
 
     if protocol == "shopper":
+        from moonsearch import open_index
         from moonsearch.eval.shopper import evaluate_shopper_queries
-        from moonsearch.search.searcher import ProductIndex
 
         if floors is not None or encoders != ["default"]:
             raise MoonsearchError("eval shopper scores an index with its own encoder: --encoder and --floors do not apply")
-        queries = queries or Path("../shared/data/queries/shopper_queries.jsonl")
-        _query_threads()
-        result = evaluate_shopper_queries(ProductIndex.open(index_path or default_index(), device=device), queries,
-                                          hybrid=hybrid)
+        queries = queries or SHARED_DATA / SHOPPER_QUERIES_FILE
+        result = evaluate_shopper_queries(open_index(index_path, device=device), queries, hybrid=hybrid)
         rows = result.pop("per_query")["shopper"]
         if per_query:
             result["per_query"] = {"shopper": rows}
@@ -375,11 +338,11 @@ def evaluate(
     if hybrid is not None:
         raise MoonsearchError("--hybrid and --vectors rank through an index: `eval shopper` only")
     check_distinct_labels(protocol, encoders)
-    data = data or (Path("../shared/data/myntra") if protocol in ("myntra", "myntra-val") else None)
+    data = data or default_dataset(protocol)
     if data is None:
         raise MoonsearchError(f"{protocol}: pass --data PATH (the dataset's official layout on disk)")
     if protocol == "myntra" and queries is None:
-        beside = data.parent / "queries" / "shopper_queries.jsonl"
+        beside = shopper_queries_beside(data)
         queries = beside if beside.is_file() else None
         if queries is None:
             console.print(f"[yellow]no shopper queries at {beside}: the shopper task is left out (--queries PATH)[/]")
@@ -391,7 +354,7 @@ def evaluate(
     for name in encoders:
         console.print(f"evaluating [bold]{name}[/] on {protocol} ({data})")
         result = run_protocol(protocol, name, data, limit=limit, queries=queries,
-                              device=placement_for(device, "flat").encoder, memo=memo)
+                              device=device, memo=memo)
         rows = result.pop("per_query", {}).get("shopper", [])
         if per_query:
             result["per_query"] = {"shopper": rows}
@@ -452,7 +415,7 @@ def main() -> None:
     try:
         app()
     except MoonsearchError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)   # one line
         raise SystemExit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

@@ -11,3 +11,7 @@ class CatalogError(MoonsearchError):
 
 class IndexFormatError(MoonsearchError):
     """An index on disk is missing, incomplete, or made by another encoder or format version."""
+
+
+class IndexDamagedError(IndexFormatError):
+    """A file of an index is missing, cut short or changed since the index recorded it."""

@@ -73,7 +73,7 @@ def encoder():
 @pytest.fixture(scope="session")
 def sample_index(tmp_path_factory, encoder):
     from moonsearch.index.builder import build_index
-    from moonsearch.search.searcher import ProductIndex
+    from moonsearch.search.product_index import ProductIndex
 
     out = tmp_path_factory.mktemp("indexes") / "sample"
     summary = build_index(SAMPLE_CATALOG, out, encoder=encoder, device="cpu")

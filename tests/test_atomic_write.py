@@ -8,7 +8,7 @@ import time
 import pytest
 
 from moonsearch.index.builder import build_index
-from moonsearch.search.searcher import ProductIndex
+from moonsearch.search.product_index import ProductIndex
 
 from conftest import REPO, make_tiny_catalog, tiny_records
 

@@ -3,8 +3,9 @@ import random
 import numpy as np
 from PIL import Image
 
+from moonsearch.shopper import shopper_queries, singular
 from moonsearch.train.augment import (EntityEnricher, consistent_rows, crop_subject, expand_image, extract_entities,
-                                      recolour_background, rescale, shopper_queries, singular, subject_box)
+                                      recolour_background, rescale, subject_box)
 
 ATTRS = {"brand": "Acme", "articleType": "Dresses", "baseColour": "Red", "gender": "Women", "usage": "Party",
          "attributes": {"Pattern": "Striped", "Fabric": "Cotton", "Fit": "Slim Fit"}}
@@ -65,7 +66,7 @@ def test_consistency_filter_keeps_variants_that_still_match_their_own_title():
 
 def test_a_shopper_query_carries_the_rule_that_its_product_meets():
     from moonsearch.eval.shopper import is_relevant
-    from moonsearch.train.augment import shopper_query
+    from moonsearch.shopper import shopper_query
 
     rng = random.Random(1)
     queries = [shopper_query(ATTRS, rng) for _ in range(200)]

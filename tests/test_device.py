@@ -1,7 +1,7 @@
 import pytest
 
 from moonsearch.errors import MoonsearchError
-from moonsearch.index.device import choose_placement, placement_for
+from moonsearch.devices import choose_placement, placement_for
 
 
 def test_cpu_requested_stays_on_cpu_even_with_gpu():

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from moonsearch.errors import IndexFormatError
-from moonsearch.search.searcher import ProductIndex
+from moonsearch.search.product_index import ProductIndex
 
 from conftest import REPO, SAMPLE_CATALOG
 

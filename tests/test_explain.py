@@ -334,8 +334,8 @@ def tiny_indexes(tmp_path_factory):
 
 def test_python_api_on_an_index_gives_the_search_score(tiny_indexes):
     from moonsearch.catalog import open_catalog
-    from moonsearch.encoder.text import product_text
-    from moonsearch.search.searcher import ProductIndex
+    from moonsearch.catalog.inputs import product_text
+    from moonsearch.search.product_index import ProductIndex
 
     index = ProductIndex.open(tiny_indexes / "moon-lite", device="cpu")
     try:

@@ -9,7 +9,7 @@ import pytest
 
 from moonsearch.errors import IndexFormatError, MoonsearchError
 from moonsearch.search.fusion import RRF_CONSTANT, reciprocal_rank_fusion
-from moonsearch.search.searcher import ProductIndex
+from moonsearch.search.product_index import ProductIndex
 
 from conftest import SAMPLE_CATALOG
 from test_end_to_end import cli

@@ -10,7 +10,7 @@ import pytest
 from moonsearch.errors import CatalogError
 from moonsearch.index.builder import build_index
 from moonsearch.store.files import SKIPS_FILE
-from moonsearch.search.searcher import ProductIndex
+from moonsearch.search.product_index import ProductIndex
 
 from conftest import REPO, make_tiny_catalog, tiny_records, write_jsonl
 

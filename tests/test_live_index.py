@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from moonsearch.errors import IndexFormatError, MoonsearchError
-from moonsearch.index.backend import open_vectors
+from moonsearch.store.backends import open_vectors
 from moonsearch.index.builder import build_index
 from moonsearch.store.files import view_file
 from moonsearch.index.live import lock_path, open_writer
-from moonsearch.search.searcher import ProductIndex
+from moonsearch.search.product_index import ProductIndex
 
 from conftest import REPO, SAMPLE_CATALOG, draw_product, make_tiny_catalog, tiny_records, write_jsonl
 
@@ -174,7 +174,7 @@ READER = r"""
 import json, sys
 from pathlib import Path
 import numpy as np
-from moonsearch.search.searcher import ProductIndex
+from moonsearch.search.product_index import ProductIndex
 
 folder, stop, out = map(Path, sys.argv[1:4])
 rng = np.random.default_rng(int(sys.argv[4]))
@@ -274,9 +274,10 @@ print("done", flush=True)
 
 def check_whole(folder):
     """The index opens and its stores agree: the same keys in records and every view."""
-    from moonsearch.index.backend import open_records
+    from moonsearch.store.backends import open_records
 
     index = ProductIndex.open(folder, device="cpu")
+    index.verify()   # every file matches the checksums its manifest recorded
     keys = set(index.store.allowed_rows([]).tolist())
     assert len(keys) == index.store.count() == index.manifest.counts["products"]
     for view in index.manifest.views:
@@ -367,7 +368,7 @@ def test_an_index_built_before_keys_and_hashes_takes_writes(tmp_path, encoder):
     import duckdb
     import faiss
 
-    from moonsearch.index import vectors as faiss_vectors
+    from moonsearch.store import faiss_vectors
 
     out = tmp_path / "old"
     catalog = make_tiny_catalog(tmp_path / "c", tiny_records(8))
@@ -378,6 +379,9 @@ def test_an_index_built_before_keys_and_hashes_takes_writes(tmp_path, encoder):
     con = duckdb.connect(str(out / "metadata.duckdb"))
     con.execute("DROP TABLE hashes")
     con.close()
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"] = None   # nor checksums
+    (out / "manifest.json").write_text(json.dumps(manifest))
     index = ProductIndex.open(out, device="cpu", encoder=encoder)
     index.delete(["P002"])
     assert index.search(text="blue cotton dress", k=10, hybrid=False)[0].id != "P002"

@@ -156,7 +156,7 @@ def test_info_nce_counts_every_positive_and_reduces_to_cross_entropy_with_one():
 
 
 def test_live_shopper_queries_make_every_matching_candidate_a_positive():
-    from moonsearch.eval.shopper import is_relevant
+    from moonsearch.shopper import is_relevant
     from moonsearch.train.moon import Batcher
 
     cache = tiny_cache()

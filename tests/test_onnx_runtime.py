@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import REPO, SAMPLE_CATALOG
 
@@ -44,7 +43,7 @@ def encoders():
 def products():
     """Sample products as the index builder embeds them: product text and first image."""
     from moonsearch.catalog import first_image, open_catalog
-    from moonsearch.encoder.text import product_text
+    from moonsearch.catalog.inputs import product_text
 
     items = list(open_catalog(SAMPLE_CATALOG).products())
     texts = [product_text(p.title, p.attributes) for p in items]
@@ -168,7 +167,7 @@ def run_python(code: str, *args: str, env: dict | None = None) -> subprocess.Com
 
 
 def test_a_query_in_a_fresh_process_imports_neither_torch_nor_transformers(onnx_index, encoders, products):
-    from moonsearch.search.searcher import ProductIndex
+    from moonsearch.search.product_index import ProductIndex
 
     image = next(p for p in sorted((SAMPLE_CATALOG / "images").iterdir()))
     done = run_python(QUERY_SCRIPT, onnx_index, image)

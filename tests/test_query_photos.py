@@ -16,7 +16,7 @@ from PIL import Image
 from moonsearch.catalog import MIN_IMAGE_SIDE, TOO_SMALL, ImageError, load_image
 from moonsearch.catalog.images import TOO_LARGE
 from moonsearch.errors import MoonsearchError
-from moonsearch.search.searcher import load_query_image
+from moonsearch.catalog.images import load_query_image
 
 RED, BLUE, WHITE = (220, 20, 20), (20, 20, 220), (255, 255, 255)
 

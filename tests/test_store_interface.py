@@ -5,10 +5,10 @@ import faiss
 import numpy as np
 import pytest
 
-from moonsearch.index import vectors as faiss_vectors
-from moonsearch.index.backend import open_records, open_vectors
+from moonsearch.store import faiss_vectors
+from moonsearch.store.backends import open_records, open_vectors
 from moonsearch.store.files import view_file
-from moonsearch.index.vectors import FaissVectorStore
+from moonsearch.store.faiss_vectors import FaissVectorStore
 from moonsearch.store.interface import RecordStore, VectorStore
 from moonsearch.store.manifest import Manifest
 
@@ -75,7 +75,7 @@ def test_a_manifest_naming_an_unknown_backend_is_refused(sample_index, tmp_path)
     import shutil
 
     from moonsearch.errors import IndexFormatError
-    from moonsearch.search.searcher import ProductIndex
+    from moonsearch.search.product_index import ProductIndex
 
     summary, _ = sample_index
     copy = tmp_path / "copy"
@@ -85,19 +85,3 @@ def test_a_manifest_naming_an_unknown_backend_is_refused(sample_index, tmp_path)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexFormatError, match="backend 'milvus'"):
         ProductIndex.open(copy, device="cpu")
-
-
-@pytest.mark.parametrize("name", ["vectors-mm.faiss", "metadata.duckdb"])
-def test_a_truncated_store_file_is_one_clear_error(sample_index, tmp_path, name, encoder):
-    import shutil
-
-    from moonsearch.errors import IndexFormatError
-    from moonsearch.search.searcher import ProductIndex
-
-    summary, _ = sample_index
-    copy = tmp_path / "copy"
-    shutil.copytree(summary.out, copy)
-    data = (copy / name).read_bytes()
-    (copy / name).write_bytes(data[: len(data) // 3])
-    with pytest.raises(IndexFormatError, match=f"{name} cannot be"):
-        ProductIndex.open(copy, device="cpu", encoder=encoder).search(text="red dress", hybrid=False)

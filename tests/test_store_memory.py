@@ -174,7 +174,7 @@ def test_store_answers_by_sql_first_then_from_memory(folder):
 
 
 def test_opening_reads_nothing_and_vectors_queries_load_no_postings(folder, encoder):
-    from moonsearch.search.searcher import ProductIndex
+    from moonsearch.search.product_index import ProductIndex
 
     index = ProductIndex.open(folder, device="cpu", encoder=encoder)
     try:
@@ -311,7 +311,7 @@ def myntra_store(tmp_path_factory):
     if not (MYNTRA / "products.jsonl").exists() or not SHOPPER_QUERIES.exists():
         pytest.skip(f"real catalog or shopper queries not found under {MYNTRA.parent} (../shared/data is absent)")
     from moonsearch.catalog.reader import open_catalog
-    from moonsearch.encoder.text import product_text
+    from moonsearch.catalog.inputs import product_text
 
     folder = tmp_path_factory.mktemp("myntra-store")
     writer, rows = MetadataWriter(folder), []

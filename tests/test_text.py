@@ -1,4 +1,4 @@
-from moonsearch.encoder.text import MAX_TEXT_CHARS, attribute_phrases, product_text
+from moonsearch.catalog.inputs import MAX_TEXT_CHARS, attribute_phrases, product_text
 
 
 def test_title_then_descriptive_attributes_leading_fields_first():

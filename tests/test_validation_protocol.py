@@ -8,7 +8,7 @@ from conftest import make_tiny_catalog, tiny_records
 from moonsearch.errors import MoonsearchError
 from moonsearch.eval.protocols.myntra import attribute_queries, load_split, run_validation
 from moonsearch.eval.references import System
-from moonsearch.eval.shopper import is_relevant
+from moonsearch.shopper import is_relevant
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_an_index_built_with_renamed_trained_weights_is_searchable_from_anywhere
     keeps their absolute path: `query` from another folder loads the same encoder."""
     from moonsearch.encoder.registry import weights_path
     from moonsearch.index.builder import build_index
-    from moonsearch.search.searcher import ProductIndex
+    from moonsearch.search.product_index import ProductIndex
 
     runs = tmp_path / "runs"
     runs.mkdir()

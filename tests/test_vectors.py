@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from moonsearch.index import vectors
+from moonsearch.store import faiss_vectors as vectors
 
 
 def clustered(n=3000, dim=32, clusters=20, seed=0):

@@ -101,7 +101,7 @@ def index_bytes(index) -> int | None:
 
 def estimated_peak_bytes(n: int, dim: int, types: list[str], queries: int) -> int:
     """Data + the largest single index (HNSW adds its graph: ~2M int32 neighbours at level 0)."""
-    from moonsearch.index import vectors
+    from moonsearch.store import faiss_vectors as vectors
 
     data = n * dim * 4
     index = data
@@ -120,7 +120,7 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
 
 def time_queries(index, queries: np.ndarray, k: int, single: int):
     """Batch search of every query at once, then `single` queries one call each, as an app would."""
-    from moonsearch.index import vectors
+    from moonsearch.store import faiss_vectors as vectors
 
     vectors.search(index, queries[:2], k)  # warm-up: first-touch allocations, OpenMP pool
     start = time.perf_counter()
@@ -173,7 +173,7 @@ def describe(index) -> str:
 
 def gpu_kinds() -> list[str]:
     """Index types FAISS can build and search on a GPU here (none on a CPU-only machine)."""
-    from moonsearch.index import device
+    from moonsearch import devices as device
 
     return [kind for kind in sorted(device.GPU_INDEX_TYPES) if device.placement_for("auto", kind).faiss_gpu]
 
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_machine:
         print(machine_block())
 
-    from moonsearch.index import vectors
+    from moonsearch.store import faiss_vectors as vectors
 
     started = time.perf_counter()
     print(f"generating {n:,} x {dim} clustered unit vectors ...", file=sys.stderr)
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         name = f"{kind} (GPU)"
         print(f"{name} ...", file=sys.stderr)
-        from moonsearch.index import device
+        from moonsearch import devices as device
 
         try:
             # moonsearch trains and adds on the GPU, then keeps a CPU copy; searches go to the GPU again.

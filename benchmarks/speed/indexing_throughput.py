@@ -226,7 +226,7 @@ def batches(items: list, size: int):
 def warm_encoder(encoder, products) -> None:
     """Load both towers and run them once, so (a) and (b) time encoding, not model loading."""
     from moonsearch.catalog import first_image
-    from moonsearch.encoder.text import product_text
+    from moonsearch.catalog.inputs import product_text
 
     sample = products[: min(8, len(products))]
     images = [first_image(p.images)[0] for p in sample]
@@ -289,7 +289,7 @@ def _baseline_forward(encoder):
 def run_bare(encoder, products, batch_size: int) -> dict:
     """Decode, preprocess and tokenize everything first; time only the forward passes."""
     from moonsearch.catalog import first_image
-    from moonsearch.encoder.text import product_text
+    from moonsearch.catalog.inputs import product_text
     from moonsearch.encoder.towers import IMAGE_SIZE, image_to_tensor, letterbox
 
     forward = _baseline_forward(encoder)
@@ -333,7 +333,7 @@ def run_bare(encoder, products, batch_size: int) -> dict:
 
 def run_vitb32(clip: ClipPipeline, products, batch_size: int) -> dict:
     """Decode, preprocess, tokenize and encode image + text per batch, all inside the timer."""
-    from moonsearch.encoder.text import product_text
+    from moonsearch.catalog.inputs import product_text
 
     def encode(batch) -> np.ndarray:
         images, rows = [], []

@@ -63,7 +63,7 @@ def under_writes(folder: Path, rounds: int) -> tuple[dict, int]:
                               stdout=subprocess.PIPE, text=True)
     try:
         writer.stdout.readline()   # the first write has happened: the writer is running
-        from moonsearch.search.searcher import ProductIndex
+        from moonsearch.search.product_index import ProductIndex
 
         index = ProductIndex.open(folder, device="cpu")
         result = query_p50(index, rounds)
@@ -89,7 +89,7 @@ def main() -> None:
     from moonsearch import threads
     from moonsearch.catalog import open_catalog
     from moonsearch.index.live import open_writer
-    from moonsearch.search.searcher import ProductIndex
+    from moonsearch.search.product_index import ProductIndex
 
     threads.for_queries()
     shutil.rmtree(args.work, ignore_errors=True)

@@ -46,7 +46,7 @@ FILTER_FORMS = {
 def build_store(catalog: Path, folder: Path, split: str, limit: int | None) -> int:
     """Write the store of the first `limit` products of `split` ("all": every product)."""
     from moonsearch.catalog.reader import open_catalog
-    from moonsearch.encoder.text import product_text
+    from moonsearch.catalog.inputs import product_text
     from moonsearch.store.metadata import MetadataWriter, ProductRow
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from moonsearch.errors import MoonsearchError
 
 # Smaller images are spacer GIFs, tracking pixels and divider lines, not products; a few
 # pixels of colour (a swatch) are still a usable query, so the floor stays low.
@@ -179,13 +182,37 @@ def _decode(path: Path, limit: int | None) -> Image.Image:
             raise ImageError(UNSUPPORTED, path, f"mode {image.mode}: {exc}") from None
 
 
+@dataclass
+class LoadedImage:
+    """The first of a product's images that loads: its position in the product's list (None:
+    none loaded), the decoded image, and the failures before it as (position, ImageError)."""
+    position: int | None
+    image: Image.Image | None
+    failures: list[tuple[int, ImageError]] = field(default_factory=list)
+
+
+def first_loadable(paths: Sequence[Path | str]) -> LoadedImage:
+    failures = []
+    for position, path in enumerate(paths):
+        try:
+            return LoadedImage(position, load_image(Path(path)), failures)
+        except ImageError as exc:
+            failures.append((position, exc))
+    return LoadedImage(None, None, failures)
+
+
 def first_image(paths: Sequence[Path]) -> tuple[Image.Image | None, str | None]:
     """First image that loads; otherwise the first failure's reason (None, None if no paths)."""
-    first_reason: str | None = None
-    for path in paths:
-        try:
-            return load_image(path), None
-        except ImageError as exc:
-            if first_reason is None:
-                first_reason = exc.reason
-    return None, first_reason
+    loaded = first_loadable(paths)
+    return loaded.image, (loaded.failures[0][1].reason if loaded.image is None and loaded.failures else None)
+
+
+def load_query_image(image: Image.Image | str | Path) -> Image.Image:
+    """A query image given as a PIL image or a path; a file that cannot be used is a clear error."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    try:
+        return load_image(Path(image))
+    except ImageError as exc:
+        detail = f" ({exc.detail})" if exc.detail else ""   # a size limit, a mode: what to change
+        raise MoonsearchError(f"cannot use query image {image}: {exc.reason}{detail}") from None

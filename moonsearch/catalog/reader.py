@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from moonsearch.catalog.fields import TITLE_KEYS, RecordContext, build_product
 from moonsearch.catalog.models import CatalogScan, Product, Skip

@@ -366,7 +366,7 @@ class MLLMEncoder(Encoder):
     @torch.inference_mode()
     def product_tokens(self, text: str | None, image: Image.Image | None):
         """The product's last-layer token states and what each token is (for `moonsearch explain`)."""
-        from moonsearch.explain.tokens import TokenBreakdown
+        from moonsearch.encoder.tokens import TokenBreakdown
 
         samples = _samples([Part("image", [image]), Part("text", [text])])
         hidden, mask, batch = self.model.run(samples)

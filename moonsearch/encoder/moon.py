@@ -232,7 +232,7 @@ class MoonEncoder(Encoder):
         The same segments and model pass as `encode` (their normalised mean is the product's
         vector), with each state tagged: MiniLM word pieces ([CLS]/[SEP] as "special") and the
         EfficientNet-Lite0 feature grid of the letterboxed image, row-major as in image_tokens."""
-        from moonsearch.explain.tokens import TokenBreakdown
+        from moonsearch.encoder.tokens import TokenBreakdown
         from moonsearch.encoder.towers import IMAGE_SIZE
 
         if text is None and image is None:

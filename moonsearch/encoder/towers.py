@@ -141,10 +141,14 @@ class Towers:
         maps = self.image_maps(torch.stack([image_to_tensor(im) for im in images]))
         return maps.reshape(len(images), IMAGE_FEATURE_DIM, -1).transpose(0, 2, 1)
 
-    def image_features(self, images: list[Image.Image]) -> np.ndarray:
-        """Pooled image features (N, 1280) float32."""
+    def image_features(self, images: list[Image.Image], size: tuple[int, int] | None = None) -> np.ndarray:
+        """Pooled image features (N, 1280) float32; at another input `size` (width, height) than
+        the encoders' on torch (the ONNX graph has the encoders' size fixed)."""
         if not images:
             return np.zeros((0, IMAGE_FEATURE_DIM), np.float32)
+        if size is not None and tuple(size) != tuple(IMAGE_SIZE):
+            pixels = torch.stack([image_to_tensor(im, tuple(size)) for im in images])
+            return self.image.pooled(pixels.to(self.device)).float().cpu().numpy()
         pixels = torch.stack([image_to_tensor(im) for im in images])
         return self.image_maps(pixels).mean(axis=(2, 3))
 

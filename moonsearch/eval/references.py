@@ -15,7 +15,7 @@ import numpy as np
 
 from moonsearch.encoder.base import Encoder, l2_normalize
 from moonsearch.encoder.registry import load_encoder
-from moonsearch.encoder.text import product_text
+from moonsearch.catalog.inputs import product_text
 from moonsearch.errors import MoonsearchError
 from moonsearch.store.keywords import load_fts
 

@@ -28,14 +28,17 @@ def recall(queries: np.ndarray, candidates: np.ndarray, targets: list[int]) -> d
     return {f"R@{k}": round(float(metrics[f"R@{k}"]), 4) for k in KS}
 
 
-def frozen_tower_vectors(towers, images: list[Image.Image], batch: int = 64) -> np.ndarray:
-    """L2-normalised pooled EfficientNet-Lite0 features: the tower every moonsearch encoder stands on."""
-    parts = [towers.image_features(images[i:i + batch]) for i in range(0, len(images), batch)]
+def frozen_tower_vectors(towers, images: list[Image.Image], batch: int = 64,
+                         size: tuple[int, int] | None = None) -> np.ndarray:
+    """L2-normalised pooled EfficientNet-Lite0 features: the tower every moonsearch encoder stands
+    on, at the encoders' input size or at `size` (width, height), to see what resolution costs."""
+    parts = [towers.image_features(images[i:i + batch], size) for i in range(0, len(images), batch)]
     return l2_normalize(np.concatenate(parts)) if parts else np.zeros((0, 1280), np.float32)
 
 
 def run(encoder, images: list[Image.Image], keys: list[str], candidates: np.ndarray, targets: list[int],
-        transforms=photos.TRANSFORMS, reference: bool = True, seed: int = 0) -> dict:
+        transforms=photos.TRANSFORMS, reference: bool = True, seed: int = 0,
+        reference_size: tuple[int, int] | None = None) -> dict:
     """`images[j]` is the photo of candidate `targets[j]` (`keys[j]` its product id, which seeds
     photo-mix); `candidates` the products' vectors as the index holds them.
     -> {"queries", "transforms": {name: {R@1, R@10}}, "reference": {...}}."""
@@ -50,13 +53,14 @@ def run(encoder, images: list[Image.Image], keys: list[str], candidates: np.ndar
         photo_of = dict(zip(targets, images))
         rows = sorted(photo_of)
         tower_candidates = np.zeros((len(candidates), 1280), np.float32)
-        tower_candidates[rows] = frozen_tower_vectors(towers, [photo_of[r] for r in rows])
+        tower_candidates[rows] = frozen_tower_vectors(towers, [photo_of[r] for r in rows], size=reference_size)
         result["reference"] = {}
     for name in transforms:
         queries = transformed(images, keys, name, seed)
         result["transforms"][name] = recall(embed(encoder, [None] * len(queries), queries), candidates, targets)
         if reference:
-            result["reference"][name] = recall(frozen_tower_vectors(towers, queries), tower_candidates, targets)
+            result["reference"][name] = recall(frozen_tower_vectors(towers, queries, size=reference_size),
+                                               tower_candidates, targets)
     return result
 
 

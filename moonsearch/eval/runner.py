@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from moonsearch.devices import placement_for
 from moonsearch.encoder.registry import DEFAULT_ENCODER
 from moonsearch.errors import MoonsearchError
 from moonsearch.eval.references import load_system
@@ -49,7 +50,7 @@ def check_distinct_labels(protocol: str, system_names: list[str]) -> None:
 
 
 def run_protocol(protocol: str, system_name: str, data: Path, limit: int | None = None,
-                 queries: Path | None = None, device: str = "cpu", memo=None) -> dict:
+                 queries: Path | None = None, device: str = "auto", memo=None) -> dict:
     """`memo`: a TowerTokenMemo shared by the moon-lite encoders of one run (their towers are
     the same frozen networks, so each input goes through them once)."""
     if protocol not in PROTOCOLS:
@@ -57,7 +58,7 @@ def run_protocol(protocol: str, system_name: str, data: Path, limit: int | None 
     data = Path(data)
     if not data.exists():
         raise MoonsearchError(f"no data at {data} (these datasets cannot be downloaded here; pass --data PATH)")
-    system = load_system(system_name, device=device)
+    system = load_system(system_name, device=placement_for(device, "flat").encoder)
     if memo is not None and hasattr(system.encoder, "memo"):
         system.encoder.memo = memo
     started = time.time()

@@ -8,36 +8,11 @@ from `ProductIndex.search` restricted to one split, exactly as a user would filt
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
 
-from moonsearch.errors import MoonsearchError
-from moonsearch.jsonfiles import read_jsonl
+from moonsearch.shopper import is_relevant, load_queries
 from moonsearch.eval.metrics import ndcg_at_k, precision_at_k, ranking_metrics, recall_at_k
 
 K = 100
-
-
-def field_value(attributes: Mapping[str, Any], field: str) -> Any:
-    value: Any = attributes
-    for part in field.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def is_relevant(attributes: Mapping[str, Any], rule: Mapping[str, list]) -> bool:
-    return all(str(field_value(attributes, f)) in {str(v) for v in allowed} for f, allowed in rule.items())
-
-
-def load_queries(path: Path) -> list[dict]:
-    queries = read_jsonl(path, "shopper queries")
-    for n, query in enumerate(queries, start=1):
-        if not isinstance(query.get("query"), str) or not isinstance(query.get("match"), dict):
-            raise MoonsearchError(f"shopper queries: {path} entry {n} needs \"query\" (text) and \"match\" (a rule object)")
-    if not queries:
-        raise MoonsearchError(f"shopper queries: {path} holds no queries")
-    return queries
 
 
 def per_query_scores(queries: list[dict], rankings: list, relevants: list) -> list[dict]:

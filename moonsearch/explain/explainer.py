@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from moonsearch.errors import MoonsearchError
-from moonsearch.explain.tokens import TokenBreakdown
+from moonsearch.encoder.tokens import TokenBreakdown
 
 # Display labels for WordPiece (MiniLM) and BPE / SentencePiece word-start markers.
 _WORD_START = ("Ġ", "▁", " ")
@@ -257,8 +257,8 @@ def product_tokens_of(encoder):
 
 def product_from_record(product, product_id: str | None = None) -> ProductInput:
     """A catalog Product, or a stored index record (dict), as the index builder encodes it."""
-    from moonsearch.catalog import ImageError, load_image
-    from moonsearch.encoder.text import product_text
+    from moonsearch.catalog.images import first_loadable
+    from moonsearch.catalog.inputs import product_text
 
     if isinstance(product, dict):
         title, attributes = product["title"], product.get("attributes") or {}
@@ -268,14 +268,11 @@ def product_from_record(product, product_id: str | None = None) -> ProductInput:
     else:
         title, attributes, paths = product.title, product.attributes, list(product.images)
         pid, has_image = product.id, None
-    image, used, reason = None, None, None
-    for path in paths:   # the first image that loads, as first_image() picks it at index time
-        try:
-            image, used = load_image(path), str(path)
-            break
-        except ImageError as exc:
-            reason = reason or exc.reason
+    loaded = first_loadable(paths)   # the image the index embedded (moonsearch.catalog.inputs)
+    image = loaded.image
+    used = None if loaded.position is None else str(paths[loaded.position])
     if image is None and paths and has_image:
+        reason = loaded.failures[0][1].reason if loaded.failures else None
         raise MoonsearchError(
             f"product {pid}: its image {paths[0]} cannot be read now ({reason}); it was indexed with "
             "it, so an explanation without it would not match the index")
@@ -295,7 +292,7 @@ def _query_image(image) -> tuple[Image.Image | None, str | None]:
     """The query image as the searcher loads it, and its path for the report."""
     if image is None:
         return None, None
-    from moonsearch.search.searcher import load_query_image
+    from moonsearch.catalog.images import load_query_image
 
     return load_query_image(image), None if isinstance(image, Image.Image) else str(image)
 

@@ -24,19 +24,22 @@ from pathlib import Path
 import numpy as np
 
 import moonsearch
-from moonsearch.catalog import ImageError, Product, load_image, open_catalog
+from moonsearch.catalog import Product, open_catalog
 from moonsearch.catalog.content import product_hash
 from moonsearch.encoder.base import VIEWS, Encoder
 from moonsearch.encoder.registry import load_encoder, weights_path
-from moonsearch.encoder.text import product_text
+from moonsearch.catalog.inputs import ModelInput, image_failure, model_input
 from moonsearch.errors import MoonsearchError
-from moonsearch.index import vectors as faiss_vectors
-from moonsearch.index.backend import create_records, create_vectors
-from moonsearch.index.device import placement_for
+from moonsearch.store import faiss_vectors
+from moonsearch.store.backends import create_records, create_vectors
+from moonsearch.index.further_images import after_first, embed_further
+from moonsearch.devices import placement_for
 from moonsearch.index.snapshots import WriteLock, remove_old_snapshots, snapshot_name
 from moonsearch import threads as thread_policy
 from moonsearch.progress import progress_bar
-from moonsearch.store.files import EXTRA_MAP_FILE, EXTRA_VIEWS, SKIPS_FILE, extra_view_file, view_file
+from moonsearch.store.extra_images import ExtraImageMap
+from moonsearch.store.files import EXTRA_VIEWS, SKIPS_FILE, extra_view_file, view_file
+from moonsearch.store.integrity import record_files
 from moonsearch.store.manifest import MANIFEST_FILE, Manifest
 from moonsearch.store.metadata import ProductRow
 
@@ -162,7 +165,7 @@ class _ViewBuffers:
         return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
 
-class _ExtraImages:
+class _ExtraVectors:
     """Vectors of products' further images, and for each the product row and image position.
     `first` lists products whose product vectors used an image other than image 0 (it failed)."""
 
@@ -188,36 +191,16 @@ class _ExtraImages:
             for view in EXTRA_VIEWS:
                 store = create_vectors(np.concatenate(self.chunks[view]), keys, extra_kind, gpu=gpu)
                 store.save(folder / extra_view_file(view))
-        if self.rows or self.first:
-            first = np.array(self.first, np.int64).reshape(-1, 2)
-            np.savez(folder / EXTRA_MAP_FILE, rows=np.array(self.rows, np.int64),
-                     positions=np.array(self.positions, np.int64), first_rows=first[:, 0],
-                     first_positions=first[:, 1])
-
-
-def _first_loadable(paths) -> tuple[int | None, object, list[tuple[int, ImageError]]]:
-    """(position, image) of the first image that loads, as the product vectors use it, and the
-    failures before it; (None, None, failures) when none loads."""
-    failures = []
-    for position, path in enumerate(paths):
-        try:
-            return position, load_image(path), failures
-        except ImageError as exc:
-            failures.append((position, exc))
-    return None, None, failures
-
-
-def _image_failure(product: Product, position: int, exc: ImageError) -> dict:
-    return {"kind": "image", "source": product.source, "id": product.id,
-            "reason": f"image {position} not embedded: {exc.reason}", "image": str(product.images[position])}
+        ExtraImageMap(self.rows, self.positions, dict(self.first)).save(folder)
 
 
 class _Chunk:
-    """Products read ahead, with each one's first loadable image decoded (or why none was)."""
+    """Products read ahead as the encoder sees them (moonsearch.catalog.inputs): each one's text
+    and first loadable image, decoded (or why none was)."""
 
-    def __init__(self, products: list[Product], loaded: list):
+    def __init__(self, products: list[Product], inputs: list[ModelInput]):
         self.products = products
-        self.loaded = loaded
+        self.inputs = inputs
 
 
 def _read_chunks(catalog, batch_size: int, chunk_batches: int, workers: int) -> Iterator[_Chunk]:
@@ -228,8 +211,7 @@ def _read_chunks(catalog, batch_size: int, chunk_batches: int, workers: int) -> 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="moonsearch-decode") if workers > 1 else None
 
     def decode(batch: list[Product]) -> list:
-        first = lambda product: _first_loadable(product.images)  # noqa: E731
-        return list(pool.map(first, batch)) if pool is not None else [first(p) for p in batch]
+        return list(pool.map(model_input, batch)) if pool is not None else [model_input(p) for p in batch]
 
     try:
         products: list[Product] = []
@@ -243,7 +225,7 @@ def _read_chunks(catalog, batch_size: int, chunk_batches: int, workers: int) -> 
             done = decode(batch)
             products += batch
             loaded += done
-            pixels += sum(image.width * image.height for _, image, _ in done if image is not None)
+            pixels += sum(given.image.width * given.image.height for given in done if given.image is not None)
             batch = []
             if len(products) >= batch_size * chunk_batches or pixels >= CHUNK_PIXELS:
                 yield _Chunk(products, loaded)
@@ -387,30 +369,26 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
         if con is not None:
             thread_policy.configure_duckdb(con, policy.threads)
         buffers = _ViewBuffers()
-        extras = _ExtraImages()
+        extras = _ExtraVectors()
         attribute_counts: dict[str, int] = {}
         batches_done = 0
 
-        def embed_further(chunk) -> None:
-            done = []
-            for row, text, product, position in chunk:
-                try:
-                    done.append((row, text, position, load_image(product.images[position])))
-                except ImageError as exc:
-                    summary.image_failures += 1
-                    summary.report.append(_image_failure(product, position, exc))
-            if done:
-                views = encoder.encode_views([d[1] for d in done], [d[3] for d in done])
-                extras.add(views, [d[0] for d in done], [d[2] for d in done])
-                summary.images += len(done)
-                summary.extra_images += len(done)
+        def embed(items) -> None:
+            found = embed_further(encoder, items)
+            summary.image_failures += len(found.failures)
+            summary.report += found.failures
+            if found.keys:
+                extras.add(found.vectors, found.keys, found.positions)
+                summary.images += len(found.keys)
+                summary.extra_images += len(found.keys)
 
-        def record(batch: list[Product], texts: list[str], loaded: list) -> None:
+        def record(batch: list[Product], inputs: list[ModelInput]) -> None:
             """Rows, report entries and further images of one batch, in catalog order."""
             nonlocal batches_done
             rows = []
             further = []   # (product row, text, product, position) of images after the first that loaded
-            for product, text, (position, image, failures) in zip(batch, texts, loaded):
+            for product, given in zip(batch, inputs):
+                text, position, image, failures = given.text, given.loaded.position, given.image, given.loaded.failures
                 summary.image_failures += len(failures)
                 if image is None:
                     summary.text_only += 1
@@ -422,9 +400,8 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
                     summary.images += 1
                     if position:
                         extras.first.append((summary.products, position))
-                    further += [(summary.products, text, product, p)
-                                for p in range(position + 1, len(product.images))]
-                summary.report += [_image_failure(product, p, exc) for p, exc in failures]
+                    further += after_first(summary.products, text, product, position)
+                summary.report += [image_failure(product, p, exc) for p, exc in failures]
                 for key in product.attributes:
                     attribute_counts[key] = attribute_counts.get(key, 0) + 1
                 rows.append(ProductRow(
@@ -435,7 +412,7 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
                 summary.products += 1
             writer.add(rows)
             for start in range(0, len(further), batch_size):   # batch_size images decoded at a time
-                embed_further(further[start:start + batch_size])
+                embed(further[start:start + batch_size])
             batches_done += 1
             if fail_after_batches is not None and batches_done >= fail_after_batches:
                 raise RuntimeError("simulated failure during indexing")
@@ -447,13 +424,13 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
         with progress_bar(unit="products") as bar:
             task = bar.add_task(f"indexing {catalog.path.name}", total=scan.products)
             for chunk in chunks:
-                texts = [product_text(p.title, p.attributes) for p in chunk.products]
-                images = [image for _, image, _ in chunk.loaded]
+                texts = [given.text for given in chunk.inputs]
+                images = [given.image for given in chunk.inputs]
                 buffers.add(_encode_chunk(encoder, texts, images, batch_size, sort_by_length))
                 del images
                 for start in range(0, len(chunk.products), batch_size):
                     stop = start + batch_size
-                    record(chunk.products[start:stop], texts[start:stop], chunk.loaded[start:stop])
+                    record(chunk.products[start:stop], chunk.inputs[start:stop])
                     bar.advance(task, len(chunk.products[start:stop]))
                 del chunk
         writer.close()
@@ -483,6 +460,7 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             moonsearch_version=moonsearch.__version__,
             display_fields=_display_fields(attribute_counts),
+            files=record_files(staging),
         )
         _commit(staging, out, manifest)
     except BaseException:

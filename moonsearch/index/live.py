@@ -27,16 +27,19 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from moonsearch.catalog import ImageError, Product, load_image, open_catalog
+from moonsearch.catalog import Product, open_catalog
 from moonsearch.catalog.content import product_hash
 from moonsearch.catalog.fields import RecordContext, build_product
 from moonsearch.catalog.models import Skip
 from moonsearch.encoder.base import VIEWS, Encoder
-from moonsearch.encoder.text import product_text
+from moonsearch.catalog.inputs import image_failure, model_input
 from moonsearch.errors import MoonsearchError
-from moonsearch.index.backend import check_backend, create_vectors, open_records, open_vectors
-from moonsearch.store.files import EXTRA_MAP_FILE, EXTRA_VIEWS, extra_view_file, view_file
+from moonsearch.store.backends import check_backend, create_vectors, open_records, open_vectors
+from moonsearch.index.further_images import after_first, embed_further
+from moonsearch.store.extra_images import ExtraImageMap
+from moonsearch.store.files import EXTRA_VIEWS, extra_view_file, view_file
 from moonsearch.store.filters import Filter, parse_filters
+from moonsearch.store.integrity import record_files
 from moonsearch.store.manifest import MANIFEST_FILE, Manifest
 from moonsearch.store.metadata import DB_FILE, ProductRow
 from moonsearch.index.snapshots import (GRACE_SECONDS, WriteLock, lock_path, remove_old_snapshots,  # noqa: F401
@@ -73,50 +76,6 @@ class WriteSummary:
     generation: int = 0
     seconds: float = 0.0
     report: list[dict] = field(default_factory=list)
-
-
-class _Extras:
-    """The extra-image map as arrays indexed by extra-vector key (row -1: key retired)."""
-
-    def __init__(self, data: Path):
-        path = data / EXTRA_MAP_FILE
-        if path.exists():
-            with np.load(path) as saved:
-                self.rows = saved["rows"].astype(np.int64)
-                self.positions = saved["positions"].astype(np.int64)
-                self.first = dict(zip(saved["first_rows"].tolist(), saved["first_positions"].tolist()))
-            self.existed = True
-        else:
-            self.rows = np.zeros(0, np.int64)
-            self.positions = np.zeros(0, np.int64)
-            self.first = {}
-            self.existed = False
-
-    def retire(self, product_rows: Sequence[int]) -> np.ndarray:
-        """Keys of these products' extra vectors, now retired."""
-        keys = np.flatnonzero(np.isin(self.rows, np.asarray(list(product_rows), np.int64)))
-        self.rows[keys] = -1
-        for row in product_rows:
-            self.first.pop(int(row), None)
-        return keys.astype(np.int64)
-
-    def append(self, rows: list[int], positions: list[int]) -> np.ndarray:
-        keys = np.arange(len(self.rows), len(self.rows) + len(rows), dtype=np.int64)
-        self.rows = np.concatenate([self.rows, np.asarray(rows, np.int64)])
-        self.positions = np.concatenate([self.positions, np.asarray(positions, np.int64)])
-        return keys
-
-    @property
-    def used(self) -> int:
-        return int((self.rows >= 0).sum())
-
-    def save(self, data: Path) -> None:
-        if not (self.existed or len(self.rows) or self.first):
-            return
-        first = np.array(sorted(self.first.items()), np.int64).reshape(-1, 2)
-        tmp = data / (EXTRA_MAP_FILE + ".tmp.npz")
-        np.savez(tmp, rows=self.rows, positions=self.positions, first_rows=first[:, 0], first_positions=first[:, 1])
-        os.replace(tmp, data / EXTRA_MAP_FILE)
 
 
 def products_from_records(records: Iterable[Product | Mapping], root: Path | str = ".") -> list[Product]:
@@ -159,7 +118,7 @@ class IndexWriter:
 
     def _encoder(self, manifest: Manifest, encoder, device: str) -> Encoder:
         from moonsearch.encoder.registry import load_encoder
-        from moonsearch.index.device import placement_for
+        from moonsearch.devices import placement_for
 
         if encoder is None or isinstance(encoder, str):
             spec = manifest.encoder
@@ -269,13 +228,15 @@ class IndexWriter:
             shutil.rmtree(snapshot, ignore_errors=True)   # nothing changed: no new state to commit
             summary.generation = manifest.generation
             return summary
-        committed = replace(manifest, **changes, snapshot=snapshot.name, generation=manifest.generation + 1)
+        files = record_files(snapshot, manifest.files, current)
+        committed = replace(manifest, **changes, snapshot=snapshot.name, generation=manifest.generation + 1,
+                            files=files)
         committed.write(snapshot)        # the snapshot's own record of what it is
         committed.write(self.folder)     # the commit: one os.replace of the manifest
         return summary
 
     def _compact(self, manifest: Manifest, records, snapshot: Path, index_type: str):
-        from moonsearch.index.vectors import EXACT_BELOW, resolve_index_type
+        from moonsearch.store.faiss_vectors import EXACT_BELOW, resolve_index_type
 
         keys = np.asarray(records.allowed_rows([]), np.int64)
         kind = resolve_index_type(index_type, len(keys))
@@ -283,7 +244,7 @@ class IndexWriter:
             store = open_vectors(snapshot, view_file(view), manifest.backend)
             rebuilt = create_vectors(store.vectors(keys), keys, kind, backend=manifest.backend)
             _save_vectors(rebuilt, snapshot / view_file(view))
-        extras = _Extras(snapshot)
+        extras = ExtraImageMap.load(snapshot) or ExtraImageMap()
         used = np.flatnonzero(extras.rows >= 0).astype(np.int64)
         if len(used):
             extra_kind = kind if len(used) >= EXACT_BELOW else "flat"
@@ -330,7 +291,7 @@ class IndexWriter:
         summary.deleted = len(gone)
         touched = sorted(gone | {key for _, key, _ in todo})
 
-        extras = _Extras(snapshot)
+        extras = ExtraImageMap.load(snapshot) or ExtraImageMap()
         retired = extras.retire(touched)
         rows, views, further, failures = self._encode(todo, summary)
         summary.encoded = len(rows)
@@ -356,7 +317,7 @@ class IndexWriter:
                       image_failures=counts.get("image_failures", 0) + summary.image_failures)
         return summary, {"counts": counts, "next_key": next_key}
 
-    def _write_extras(self, manifest, snapshot: Path, extras: _Extras, retired: np.ndarray, further) -> None:
+    def _write_extras(self, manifest, snapshot: Path, extras: ExtraImageMap, retired: np.ndarray, further) -> None:
         """Retire the touched products' extra vectors and add the new ones (a map file and its
         stores appear with the first product that has several images)."""
         if not len(retired) and not further["rows"]:
@@ -377,42 +338,34 @@ class IndexWriter:
     def _encode(self, todo, summary: WriteSummary):
         """ProductRows and the three views' vectors of the products to (re-)encode, in batches;
         and the vectors of their further images, as a build makes them."""
-        from moonsearch.index.builder import _first_loadable, _image_failure
-
         rows: list[ProductRow] = []
         chunks = {view: [] for view in VIEWS}
         further = {"rows": [], "positions": [], **{view: [] for view in EXTRA_VIEWS}}
         first_failures: list[tuple[int, int]] = []
         for start in range(0, len(todo), BATCH):
             batch = todo[start:start + BATCH]
-            texts = [product_text(p.title, p.attributes) for p, _, _ in batch]
-            loaded = [_first_loadable(p.images) for p, _, _ in batch]
-            views = self.encoder.encode_views(texts, [image for _, image, _ in loaded])
+            inputs = [model_input(p) for p, _, _ in batch]
+            views = self.encoder.encode_views([given.text for given in inputs], [given.image for given in inputs])
             for view in VIEWS:
                 chunks[view].append(np.asarray(views[view], np.float32))
             more = []
-            for (product, key, digest), text, (position, image, failures) in zip(batch, texts, loaded):
-                summary.report += [_image_failure(product, p, exc) for p, exc in failures]
-                if image is not None:
-                    if position:
-                        first_failures.append((key, position))
-                    more += [(key, text, product, p) for p in range(position + 1, len(product.images))]
+            for (product, key, digest), given in zip(batch, inputs):
+                position = given.loaded.position
+                summary.report += [image_failure(product, p, exc) for p, exc in given.loaded.failures]
+                if position:
+                    first_failures.append((key, position))
+                more += after_first(key, given.text, product, position)
                 rows.append(ProductRow(row=key, id=product.id, title=product.title, description=product.description,
-                                       images=[str(p) for p in product.images], has_image=image is not None,
-                                       attributes=product.attributes, source=product.source, text=text,
+                                       images=[str(p) for p in product.images], has_image=given.image is not None,
+                                       attributes=product.attributes, source=product.source, text=given.text,
                                        content_hash=digest))
-            done = []
-            for key, text, product, position in more:
-                try:
-                    done.append((key, text, position, load_image(product.images[position])))
-                except ImageError as exc:
-                    summary.report.append(_image_failure(product, position, exc))
-            if done:
-                extra = self.encoder.encode_views([d[1] for d in done], [d[3] for d in done])
+            found = embed_further(self.encoder, more)
+            summary.report += found.failures
+            if found.keys:
                 for view in EXTRA_VIEWS:
-                    further[view].append(np.asarray(extra[view], np.float32))
-                further["rows"] += [d[0] for d in done]
-                further["positions"] += [d[2] for d in done]
+                    further[view].append(found.vectors[view])
+                further["rows"] += found.keys
+                further["positions"] += found.positions
         views = {view: np.concatenate(parts) if parts else None for view, parts in chunks.items()}
         return rows, views, further, first_failures
 

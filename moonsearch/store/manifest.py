@@ -30,7 +30,7 @@ class Manifest:
     moonsearch_version: str
     display_fields: list[str] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
-    backend: str = "faiss+duckdb"   # which stores hold the vectors and records (moonsearch.index.backend)
+    backend: str = "faiss+duckdb"   # which stores hold the vectors and records (moonsearch.store.backends)
     # The snapshot folder inside the index folder that holds this state's files; None: the files
     # sit in the index folder itself (a fresh build, or an index built before live writes).
     snapshot: str | None = None
@@ -38,6 +38,9 @@ class Manifest:
     # The key the next new product takes (None: one past the largest stored), so a deleted
     # product's key is never handed to another product.
     next_key: int | None = None
+    # {file name: {"bytes", "sha256"}} of this state's files (moonsearch.store.integrity); None:
+    # written before checksums were recorded.
+    files: dict | None = None
 
     def write(self, folder: Path) -> None:
         tmp = Path(folder) / (MANIFEST_FILE + ".tmp")

@@ -24,6 +24,7 @@ import pyarrow as pa
 from moonsearch.errors import IndexFormatError, MoonsearchError
 from moonsearch.store.attribute_index import AttributeIndex, load_attribute_index
 from moonsearch.store.filters import Filter
+from moonsearch.store.integrity import damaged
 from moonsearch.store.interface import RecordStore
 from moonsearch.store.keywords import KEYWORD_SCHEMA, create_keyword_index, has_keyword_index, keyword_search, load_fts
 from moonsearch.store.postings import KeywordIndexMismatch, Postings, load_postings
@@ -149,7 +150,7 @@ _DAMAGE = (duckdb.IOException, duckdb.SerializationException, duckdb.InternalExc
 
 
 class _GuardedConnection:
-    """A DuckDB connection whose reads of a damaged file raise one IndexFormatError naming the
+    """A DuckDB connection whose reads of a damaged file raise one IndexDamagedError naming the
     file and what to do, instead of DuckDB's traceback wherever the damage is first read."""
 
     def __init__(self, con, path: Path):
@@ -160,8 +161,7 @@ class _GuardedConnection:
         try:
             return self._con.execute(*args, **kwargs)
         except _DAMAGE as exc:
-            raise IndexFormatError(f"{self._path} cannot be read ({str(exc).splitlines()[0][:160]}): rebuild the "
-                                   "index with `moonsearch index`, or restore it") from None
+            raise damaged(self._path, f"cannot be read ({str(exc).splitlines()[0][:160]})") from None
 
     def __getattr__(self, name):
         return getattr(self._con, name)
@@ -191,8 +191,7 @@ class MetadataStore(RecordStore):
         try:
             self.con = _GuardedConnection(duckdb.connect(str(path), read_only=not writable), path)
         except duckdb.Error as exc:
-            raise IndexFormatError(f"{path} cannot be opened ({str(exc).splitlines()[0]}): "
-                                   "rebuild the index with `moonsearch index`, or restore it") from None
+            raise damaged(path, f"cannot be opened ({str(exc).splitlines()[0][:160]})") from None
         if writable:
             self.con.execute(HASHES_TABLE)
         self._keys: list[tuple[str, int]] | None = None

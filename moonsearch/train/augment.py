@@ -7,7 +7,6 @@
 - Visual expansion: main-subject crop, background variants, viewpoint (flip, scale). A
   CLIP-style consistency filter (the baseline encoder's image-title similarity) drops variants
   that drift from their title.
-- Shopper-style queries: short queries derived from attributes ("red dress", "men casual shoes").
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from moonsearch.errors import MoonsearchError
+from moonsearch.shopper import attribute_text
 
 MATERIALS = ("cotton", "denim", "leather", "polyester", "silk", "wool", "linen", "suede", "canvas",
              "rubber", "nylon", "rayon", "viscose", "satin", "chiffon", "georgette", "velvet", "fleece",
@@ -32,25 +32,6 @@ COLOURS = ("black", "white", "blue", "navy blue", "red", "green", "yellow", "pin
            "purple", "orange", "maroon", "olive", "silver", "gold", "cream", "teal", "khaki", "peach",
            "magenta", "lavender", "charcoal", "turquoise blue", "mustard", "rust", "coffee brown")
 STYLE_KEYS = ("usage", "Fit", "Neck", "Sleeve Length", "Occasion", "Type", "Length", "Closure", "Collar")
-PLURAL_KEPT = {"jeans", "shorts", "trousers", "shoes", "sunglasses", "briefs", "leggings", "flip flops",
-               "track pants", "capris", "boxers", "trunk", "socks", "jeggings", "casual shoes",
-               "sports shoes", "formal shoes", "heels", "flats", "sandals", "sports sandals", "tights"}
-
-
-def _raw(attributes: Mapping[str, Any], key: str) -> Any:
-    """A field from the top level or, failing that, from the nested `attributes` map."""
-    value = attributes.get(key)
-    if value is None and isinstance(attributes.get("attributes"), Mapping):
-        value = attributes["attributes"].get(key)
-    return value
-
-
-def _value(attributes: Mapping[str, Any], key: str) -> str | None:
-    value = _raw(attributes, key)
-    if value is None or isinstance(value, (Mapping, list)):
-        return None
-    text = " ".join(str(value).split())
-    return None if text.lower() in {"", "na", "n/a", "none", "nan"} else text
 
 
 def _found(words: tuple[str, ...], text: str) -> list[str]:
@@ -72,16 +53,16 @@ class Entities:
 def extract_entities(title: str, description: str | None, attributes: Mapping[str, Any]) -> Entities:
     """Entities from structured fields first, then words found in title and description."""
     text = f"{title} {description or ''}"
-    colours = [c for c in (_value(attributes, k) for k in ("baseColour", "colour1", "colour2")) if c]
+    colours = [c for c in (attribute_text(attributes, k) for k in ("baseColour", "colour1", "colour2")) if c]
     colours += [c for c in _found(COLOURS, title) if c not in {x.lower() for x in colours}]
-    materials = [m for m in (_value(attributes, k) for k in ("Fabric", "Material")) if m]
+    materials = [m for m in (attribute_text(attributes, k) for k in ("Fabric", "Material")) if m]
     materials += [m for m in _found(MATERIALS, text) if m not in {x.lower() for x in materials}]
-    patterns = [p for p in (_value(attributes, "Pattern"),) if p]
+    patterns = [p for p in (attribute_text(attributes, "Pattern"),) if p]
     patterns += [p for p in _found(PATTERNS, title) if p not in {x.lower() for x in patterns}]
     return Entities(
-        brand=_value(attributes, "brand"), category=_value(attributes, "articleType") or _value(attributes, "category"),
+        brand=attribute_text(attributes, "brand"), category=attribute_text(attributes, "articleType") or attribute_text(attributes, "category"),
         colours=colours[:2], materials=materials[:2], patterns=patterns[:1],
-        styles=[s for s in (_value(attributes, k) for k in STYLE_KEYS) if s][:3], gender=_value(attributes, "gender"),
+        styles=[s for s in (attribute_text(attributes, k) for k in STYLE_KEYS) if s][:3], gender=attribute_text(attributes, "gender"),
     )
 
 
@@ -148,65 +129,6 @@ def make_enricher(config: Mapping[str, Any]) -> Enricher:
     if kind == "mllm":
         return MLLMEnricher(config["mllm_path"], device=config.get("device", "cpu"))
     raise MoonsearchError(f"unknown enricher '{kind}' (entity or mllm)")
-
-
-def singular(category: str) -> str:
-    lowered = category.lower()
-    if lowered in PLURAL_KEPT:
-        return lowered
-    if lowered.endswith("sses") or lowered.endswith("shes") or lowered.endswith("ches"):
-        return lowered[:-2]
-    if lowered.endswith("s") and not lowered.endswith("ss"):
-        return lowered[:-1]
-    return lowered
-
-
-@dataclass(frozen=True)
-class ShopperQuery:
-    """A short query and the rule that says which products answer it, in the shape of the
-    shopper-query files (`{"articleType": ["Dresses"], "baseColour": ["Red"]}`): every product
-    matching the rule is as right an answer as the one the query was written from."""
-
-    text: str
-    match: dict
-
-
-def _rule_field(attributes: Mapping[str, Any], key: str) -> str:
-    return key if key in attributes else f"attributes.{key}"
-
-
-def _shopper_options(attributes: Mapping[str, Any], rng: random.Random) -> list[ShopperQuery]:
-    category_key = "articleType" if _value(attributes, "articleType") else "category"
-    category = _value(attributes, category_key)
-    if not category:
-        return []
-    noun = singular(category) if rng.random() < 0.5 else category.lower()
-
-    def rule(*keys: str) -> dict:
-        return {_rule_field(attributes, k): [str(_raw(attributes, k))] for k in (category_key, *keys)}
-
-    options = []
-    for key in ("baseColour", "gender", "Pattern", "usage", "brand", "Fabric", "Sleeve Length", "Fit"):
-        value = _value(attributes, key)
-        if value:
-            options.append(ShopperQuery(f"{value.lower()} {noun}", rule(key)))
-    colour, gender = _value(attributes, "baseColour"), _value(attributes, "gender")
-    if colour and gender:
-        options.append(ShopperQuery(f"{gender.lower()} {colour.lower()} {noun}", rule("gender", "baseColour")))
-    options.append(ShopperQuery(noun, rule()))
-    return options
-
-
-def shopper_query(attributes: Mapping[str, Any], rng: random.Random) -> ShopperQuery | None:
-    """One short query a shopper might type for this product, with its relevance rule."""
-    options = _shopper_options(attributes, rng)
-    return rng.choice(options) if options else None
-
-
-def shopper_queries(attributes: Mapping[str, Any], rng: random.Random, count: int = 1) -> list[str]:
-    """Short queries a shopper might type for this product, built from its attributes."""
-    options = _shopper_options(attributes, rng)
-    return [q.text for q in rng.sample(options, min(count, len(options)))]
 
 
 # --- visual expansion -------------------------------------------------------------------

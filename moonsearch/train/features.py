@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from moonsearch.cache import cache_root
-from moonsearch.catalog import first_image, open_catalog
+from moonsearch.catalog import open_catalog
 from moonsearch.encoder.base import file_sha256
-from moonsearch.encoder.text import product_text
+from moonsearch.catalog.inputs import model_input
 from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, IMAGE_SIZE, Towers
 from moonsearch.errors import MoonsearchError
 from moonsearch.progress import progress_bar
@@ -71,7 +71,8 @@ def build_feature_cache(catalog_path: Path, split: str | None = "train",
     batch: list = []
 
     def flush() -> None:
-        images = [first_image(p.images)[0] for p in batch]
+        inputs = [model_input(p) for p in batch]
+        images = [given.image for given in inputs]
         present = [im for im in images if im is not None]
         feats = np.zeros((len(batch), IMAGE_FEATURE_DIM), np.float16)
         if present:
@@ -79,7 +80,7 @@ def build_feature_cache(catalog_path: Path, split: str | None = "train",
             feats[rows] = towers.image_features(present).astype(np.float16)
         image_chunks.append(feats)
         has_image.extend(im is not None for im in images)
-        text_chunks.append(towers.text_features([product_text(p.title, p.attributes) for p in batch]).astype(np.float16))
+        text_chunks.append(towers.text_features([given.text for given in inputs]).astype(np.float16))
         title_chunks.append(towers.text_features([p.title for p in batch]).astype(np.float16))
         ids.extend(p.id for p in batch)
         attrs.extend(p.attributes for p in batch)

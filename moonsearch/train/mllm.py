@@ -27,10 +27,11 @@ from torch import nn
 
 from moonsearch.catalog import first_image, open_catalog
 from moonsearch.encoder.mllm import MoonMLLM, Part, _read_config, load_backbone, save_mllm
-from moonsearch.encoder.text import product_text
+from moonsearch.catalog.inputs import model_input
 from moonsearch.errors import MoonsearchError
 from moonsearch.progress import console, progress_bar
-from moonsearch.train.augment import VARIANTS, consistent_rows, expand_image, make_enricher, shopper_query
+from moonsearch.shopper import shopper_query
+from moonsearch.train.augment import VARIANTS, consistent_rows, expand_image, make_enricher
 from moonsearch.train.baseline import split_train_val
 from moonsearch.train.features import check_split
 from moonsearch.train.moon import Batcher, train_step, validate
@@ -103,9 +104,10 @@ def prepare_products(catalog_path: Path, config: dict, limit: int | None = None)
     images, variants = [], []
     texts = {"product": [], "title": [], "enriched": []}
     for p in rows:
-        image = first_image(p.images)[0]
+        given = model_input(p)
+        image = given.image
         images.append(image)
-        texts["product"].append(product_text(p.title, p.attributes))
+        texts["product"].append(given.text)
         texts["title"].append(p.title)
         texts["enriched"].append(enricher.enrich(p.title, p.description, p.attributes, image))
         variants.append((rng.choice(VARIANTS), rng.randrange(2 ** 31)) if image is not None else None)
@@ -238,7 +240,7 @@ def make_optimizer(model: MoonMLLM, optim_cfg: dict) -> torch.optim.Optimizer:
 def train_mllm(catalog: Path, config: dict, out: Path, backbone_path: Path | str | None = None,
                device: str | None = None, limit: int | None = None) -> dict:
     """Train, then write the model folder `out` (see encoder/mllm.py) with its report."""
-    from moonsearch.index.device import placement_for
+    from moonsearch.devices import placement_for
 
     started = time.time()
     out = prepare_output(out)

@@ -37,9 +37,8 @@ from torch import nn
 from moonsearch.encoder.moon import ENRICHED, IMAGE, IMAGE_EXPANDED, OBJECTIVES, TEXT, MoonLite, Segment, pad_tokens
 from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM, Towers
 from moonsearch.errors import MoonsearchError
-from moonsearch.eval.shopper import is_relevant
+from moonsearch.shopper import ShopperQuery, is_relevant, shopper_query
 from moonsearch.progress import console, progress_bar
-from moonsearch.train.augment import ShopperQuery, shopper_query
 from moonsearch.train.baseline import split_train_val
 from moonsearch.train.report import prepare_output, save_training_outputs
 from moonsearch.train.schedule import plan_steps, warmup_cosine

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from moonsearch.catalog import first_image, open_catalog
-from moonsearch.encoder.text import product_text
+from moonsearch.catalog.inputs import model_input
 from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, IMAGE_SIZE, Towers
 from moonsearch.errors import MoonsearchError
 from moonsearch.progress import console, progress_bar
-from moonsearch.train.augment import consistent_rows, expand_image, make_enricher, shopper_queries
+from moonsearch.shopper import shopper_queries
+from moonsearch.train.augment import consistent_rows, expand_image, make_enricher
 from moonsearch.cache import cache_root
 from moonsearch.train.features import check_split, data_fingerprint
 
@@ -130,9 +131,10 @@ def build_token_cache(catalog_path: Path, config: dict, cache_dir: Path | None =
 
     def flush() -> None:
         nonlocal cursor
-        loaded = [first_image(p.images)[0] for p in batch]
+        inputs = [model_input(p) for p in batch]
+        loaded = [given.image for given in inputs]
         texts = {
-            "product": [product_text(p.title, p.attributes) for p in batch],
+            "product": [given.text for given in inputs],
             "title": [p.title for p in batch],
             "enriched": [enricher.enrich(p.title, p.description, p.attributes, im) for p, im in zip(batch, loaded)],
             "query": [(shopper_queries(p.attributes, rng) or [p.title])[0] for p in batch],

@@ -25,13 +25,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from moonsearch.catalog import ImageError, load_image, open_catalog
+from moonsearch.catalog import open_catalog
+from moonsearch.catalog.images import first_loadable
 from moonsearch.errors import MoonsearchError
 from moonsearch.eval import robustness
 from moonsearch.eval.metrics import ranking_metrics
 from moonsearch.eval.references import BM25Index, System
 from moonsearch.eval.retrieval import category_precision, embed, retrieval_recall, zero_shot_accuracy
-from moonsearch.eval.shopper import field_value, is_relevant, load_queries, per_query_scores
+from moonsearch.eval.shopper import per_query_scores
+from moonsearch.shopper import field_value, is_relevant, load_queries, shopper_query
 
 SPLIT = "test"
 VALIDATION_SKIP = 20000   # the training configs' data.limit: train products after these are unseen
@@ -138,7 +140,6 @@ def attribute_queries(products, count: int, min_relevant: int = 10, seed: int = 
     """Up to `count` distinct shopper-style queries with rules, drawn from the products' attributes."""
     import random
 
-    from moonsearch.train.augment import shopper_query
 
     rng = random.Random(seed)
     by_rule: dict[str, dict] = {}
@@ -177,14 +178,12 @@ def run_products(system: System, products: list, queries: list[dict],
     failures: dict[int, str] = {}
     robustness_detail = None
     if system.sees_images:
-        image_paths = [p.images[0] if p.images else None for p in products]
         images = [None] * n
-        for i, path in enumerate(image_paths):
-            if path is not None:
-                try:
-                    images[i] = load_image(path)
-                except ImageError as exc:  # counted, never fatal: the product stays text-only
-                    failures[i] = exc.reason
+        for i, product in enumerate(products):   # the image the index embeds (catalog.inputs)
+            loaded = first_loadable(product.images)
+            images[i] = loaded.image
+            if loaded.image is None and loaded.failures:   # counted, never fatal: the product stays text-only
+                failures[i] = loaded.failures[0][1].reason
         views = [encoder.encode_views(texts[i:i + 64], images[i:i + 64]) for i in range(0, n, 64)]
         products_mm = np.concatenate([v.mm for v in views])
         text_view = np.concatenate([v.text for v in views])

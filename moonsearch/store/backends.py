@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from moonsearch.errors import IndexFormatError
+from moonsearch.store.integrity import damaged, read_verified
 from moonsearch.store.interface import RecordStore, VectorStore
 
 FAISS_DUCKDB = "faiss+duckdb"
@@ -22,26 +23,28 @@ def check_backend(name: str, folder: Path) -> None:
                                f"({', '.join(BACKENDS)})")
 
 
-def open_vectors(folder: Path, file_name: str, backend: str = FAISS_DUCKDB) -> VectorStore:
-    """The vector store kept in `folder / file_name`."""
+def open_vectors(folder: Path, file_name: str, backend: str = FAISS_DUCKDB, files: dict | None = None) -> VectorStore:
+    """The vector store kept in `folder / file_name`, checked against its checksum in `files`
+    (the manifest's record of the state's files) where there is one."""
     check_backend(backend, folder)
-    from moonsearch.index.vectors import FaissVectorStore
+    from moonsearch.store.faiss_vectors import FaissVectorStore
 
     path = Path(folder) / file_name
     if not path.exists():
         raise IndexFormatError(f"{folder} is incomplete: {file_name} is missing (the index may have changed "
                                "since it was opened: open it again)")
     try:
-        return FaissVectorStore.open(path)
+        if not files or file_name not in files:
+            return FaissVectorStore.open(path)
+        return FaissVectorStore.from_bytes(read_verified(path, files[file_name]))
     except RuntimeError as exc:
-        raise IndexFormatError(f"{path} cannot be read ({str(exc).strip().splitlines()[-1][:120]}): rebuild "
-                               "the index with `moonsearch index`, or restore it") from None
+        raise damaged(path, f"cannot be read ({str(exc).strip().splitlines()[-1][:120]})") from None
 
 
 def create_vectors(vectors, ids, index_type: str, gpu: bool = False, backend: str = FAISS_DUCKDB) -> VectorStore:
     """A new vector store holding `vectors` under `ids` (a build's views, a write's first extras)."""
     check_backend(backend, Path("."))
-    from moonsearch.index.vectors import FaissVectorStore
+    from moonsearch.store.faiss_vectors import FaissVectorStore
 
     return FaissVectorStore.create(vectors, ids, index_type, gpu=gpu)
 

@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 
 from moonsearch.errors import MoonsearchError
-from moonsearch.index import device as devices
+from moonsearch import devices
 from moonsearch.store.interface import VectorStore
 
 INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
@@ -161,6 +161,11 @@ class FaissVectorStore(VectorStore):
     @classmethod
     def open(cls, path: Path) -> "FaissVectorStore":
         return cls(load(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "FaissVectorStore":
+        """A store from a file's bytes already in memory (read once to check them, then parsed)."""
+        return cls(faiss.deserialize_index(np.frombuffer(data, np.uint8)))
 
     @classmethod
     def create(cls, vectors: np.ndarray, ids: np.ndarray, index_type: str, gpu: bool = False) -> "FaissVectorStore":

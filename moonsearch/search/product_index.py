@@ -12,104 +12,28 @@ titles better on held-out products (benchmarks/results/hybrid-val.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from moonsearch.catalog import ImageError, load_image
+from moonsearch.catalog.images import load_query_image
+from moonsearch.devices import placement_for
 from moonsearch.encoder.base import VIEWS, Encoder
 from moonsearch.encoder.registry import load_encoder
 from moonsearch.errors import IndexFormatError, MoonsearchError
-from moonsearch.index.backend import check_backend, open_records, open_vectors
-from moonsearch.store.files import EXTRA_MAP_FILE, EXTRA_VIEWS, SKIPS_FILE, extra_view_file, view_file
-from moonsearch.index.device import placement_for
+from moonsearch.store.backends import check_backend, open_records, open_vectors
 from moonsearch.search.fusion import reciprocal_rank_fusion
+from moonsearch.search.results import HYBRID, VECTORS, Hit, Ranking
+from moonsearch.store.extra_images import ExtraImageMap
+from moonsearch.store.files import EXTRA_MAP_FILE, EXTRA_VIEWS, SKIPS_FILE, extra_view_file, view_file
 from moonsearch.store.filters import Filter, parse_filters
+from moonsearch.store.integrity import check_contents, check_sizes, damaged
 from moonsearch.store.interface import RecordStore
 from moonsearch.store.manifest import Manifest
 
 HYBRID_DEPTH = 100   # candidates each retriever hands to the fusion (k if larger)
-HYBRID, VECTORS = "hybrid", "vectors"
-RANKING_NAMES = {HYBRID: "hybrid (vectors + BM25)", VECTORS: "vectors"}
-
-
-@dataclass(frozen=True)
-class Ranking:
-    """How `search` ranks a query, and a note for the user when the default had to fall back."""
-    kind: str                 # HYBRID or VECTORS
-    note: str | None = None
-
-    @property
-    def name(self) -> str:
-        return RANKING_NAMES[self.kind]
-
-    @property
-    def hybrid(self) -> bool:
-        """The `hybrid` argument that asks `search` for this ranking outright."""
-        return self.kind == HYBRID
-
-
-@dataclass(frozen=True)
-class Hit:
-    rank: int
-    score: float
-    id: str
-    title: str
-    image: str | None
-    attributes: dict
-    row: int
-    ranking: str = VECTORS    # what the score is: a cosine (vectors) or a fusion score (hybrid)
-    # Image queries: the product image that matched best (its path, and its position in the
-    # product's image list); None for text-only queries.
-    matched_image: str | None = None
-    matched_image_index: int | None = None
-
-    def to_json(self) -> dict:
-        matched = (None if self.matched_image_index is None
-                   else {"index": self.matched_image_index, "path": self.matched_image})
-        return {"rank": self.rank, "score": round(self.score, 6), "ranking": self.ranking, "id": self.id,
-                "title": self.title, "image": self.image, "matched_image": matched, "attributes": self.attributes}
-
-
-@dataclass(frozen=True)
-class ExtraImages:
-    """Which products' further images the extra vectors hold (one vector store per view in
-    EXTRA_VIEWS): extra vector key i is image `positions[i]` of product row `rows[i]` (row -1: a
-    key no longer used, its product deleted or replaced). `first` maps a
-    product row to the image position its product vectors used when that was not image 0 (image 0
-    did not load). An index without EXTRA_MAP_FILE (one image per product, or built before
-    multi-image products) has none of these."""
-
-    rows: np.ndarray
-    positions: np.ndarray
-    first: dict
-    most_per_product: int
-
-    @classmethod
-    def load(cls, folder: Path) -> "ExtraImages | None":
-        path = folder / EXTRA_MAP_FILE
-        if not path.exists():
-            return None
-        with np.load(path) as data:
-            rows, positions = data["rows"], data["positions"]
-            first = dict(zip(data["first_rows"].tolist(), data["first_positions"].tolist()))
-        used = rows[rows >= 0]
-        most = int(np.bincount(used).max()) if len(used) else 0
-        return cls(rows=rows, positions=positions, first=first, most_per_product=most)
-
-
-def load_query_image(image: Image.Image | str | Path) -> Image.Image:
-    """A query image given as a PIL image or a path; a file that cannot be used is a clear error."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    try:
-        return load_image(Path(image))
-    except ImageError as exc:
-        detail = f" ({exc.detail})" if exc.detail else ""   # a size limit, a mode: what to change
-        raise MoonsearchError(f"cannot use query image {image}: {exc.reason}{detail}") from None
 
 
 class ProductIndex:
@@ -128,7 +52,7 @@ class ProductIndex:
         self._views: dict = {}
         self._rows_with_image = None
         self._keyword_index: bool | None = None
-        self._extras: ExtraImages | None = None
+        self._extras: ExtraImageMap | None = None
         self._extra_views: dict = {}
 
     @classmethod
@@ -137,13 +61,14 @@ class ProductIndex:
         manifest = Manifest.read(folder)   # read once: the state this index serves
         check_backend(manifest.backend, folder)
         data = manifest.data_folder(folder)
+        check_sizes(data, manifest.files)
         for view in manifest.views:
             if not (data / view_file(view)).exists():
                 raise IndexFormatError(f"{folder} is incomplete: {view_file(view)} is missing")
-        extras = ExtraImages.load(data)
+        extras = ExtraImageMap.load(data, manifest.files)
         if manifest.counts.get("extra_images") and extras is None:
             raise IndexFormatError(f"{folder} is incomplete: {EXTRA_MAP_FILE} is missing")
-        if extras is not None and (extras.rows >= 0).any():
+        if extras is not None and extras.used:
             for view in EXTRA_VIEWS:
                 if not (data / extra_view_file(view)).exists():
                     raise IndexFormatError(f"{folder} is incomplete: {extra_view_file(view)} is missing")
@@ -168,12 +93,13 @@ class ProductIndex:
         if view not in VIEWS:
             raise MoonsearchError(f"unknown view '{view}' (choose from {', '.join(VIEWS)})")
         if view not in self._views:
-            self._views[view] = open_vectors(self.data, view_file(view), self.manifest.backend)
+            self._views[view] = open_vectors(self.data, view_file(view), self.manifest.backend, self.manifest.files)
         return self._views[view]
 
     def _extra_view(self, view: str):
         if view not in self._extra_views:
-            self._extra_views[view] = open_vectors(self.data, extra_view_file(view), self.manifest.backend)
+            self._extra_views[view] = open_vectors(self.data, extra_view_file(view), self.manifest.backend,
+                                                     self.manifest.files)
         return self._extra_views[view]
 
     def _best_per_product(self, view: str, query: np.ndarray, depth: int, allowed: np.ndarray | None,
@@ -287,6 +213,25 @@ class ProductIndex:
             "keyword_index": self.has_keyword_index(),   # False: built before hybrid ranking existed
             "skip_report": str(skipped) if skipped.exists() else None,
         }
+
+    def verify(self) -> dict:
+        """The full integrity check (`moonsearch info --check`): every file against the size and
+        SHA-256 the manifest recorded, then every vector file read whole and every record read,
+        which also finds damage in an index built before checksums were recorded. Raises
+        IndexDamagedError (or IndexFormatError) naming the first bad file."""
+        verified = check_contents(self.data, self.manifest.files)
+        vectors = {view: self._view(view).size for view in self.manifest.views}
+        if self._extras is not None and self._extras.used:
+            for view in EXTRA_VIEWS:
+                vectors[f"{view} (further images)"] = self._extra_view(view).size
+        records = self.store.count()
+        self.store.products(self.store.allowed_rows([]).tolist())
+        expected = self.manifest.counts.get("products")
+        if records != expected or any(size != records for view, size in vectors.items() if view in VIEWS):
+            raise damaged(self.data, f"holds stores that disagree on the product count (manifest {expected}, "
+                                     f"records {records}, vectors {vectors})")
+        return {"files_verified": verified, "checksums": self.manifest.files is not None,
+                "records": records, "vectors": vectors}
 
     # -- writes (moonsearch.index.live): each commits one snapshot, then this index reads it --
 

@@ -1,0 +1,50 @@
+"""What a search returns: ranked hits, and how they were ranked.
+
+Below the index object and the CLI, server and evaluation that print or score hits, so each of
+them reads one definition of a hit and of a ranking's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HYBRID, VECTORS = "hybrid", "vectors"
+RANKING_NAMES = {HYBRID: "hybrid (vectors + BM25)", VECTORS: "vectors"}
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How `search` ranks a query, and a note for the user when the default had to fall back."""
+    kind: str                 # HYBRID or VECTORS
+    note: str | None = None
+
+    @property
+    def name(self) -> str:
+        return RANKING_NAMES[self.kind]
+
+    @property
+    def hybrid(self) -> bool:
+        """The `hybrid` argument that asks `search` for this ranking outright."""
+        return self.kind == HYBRID
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    score: float
+    id: str
+    title: str
+    image: str | None
+    attributes: dict
+    row: int
+    ranking: str = VECTORS    # what the score is: a cosine (vectors) or a fusion score (hybrid)
+    # Image queries: the product image that matched best (its path, and its position in the
+    # product's image list); None for text-only queries.
+    matched_image: str | None = None
+    matched_image_index: int | None = None
+
+    def to_json(self) -> dict:
+        matched = (None if self.matched_image_index is None
+                   else {"index": self.matched_image_index, "path": self.matched_image})
+        return {"rank": self.rank, "score": round(self.score, 6), "ranking": self.ranking, "id": self.id,
+                "title": self.title, "image": self.image, "matched_image": matched, "attributes": self.attributes}
