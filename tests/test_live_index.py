@@ -63,6 +63,7 @@ def test_upsert_then_query_finds_the_new_product_and_delete_removes_it_everywher
     index, counting = live
     summary = index.upsert([NEW])
     assert (summary.added, summary.encoded, counting.encoded) == (1, 1, 1)
+    assert 0 < summary.encode_seconds < summary.seconds   # the benchmark's "without encoding" split
     assert index.manifest.counts["products"] == 121 and index.manifest.generation == 1
     assert index.search(text="zorblax velvet gown", k=3)[0].id == "NEW1"                    # hybrid
     assert index.search(text="zorblax", k=3, hybrid=False)[0].id == "NEW1"                  # vectors

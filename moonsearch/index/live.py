@@ -75,6 +75,7 @@ class WriteSummary:
     compacted: bool = False      # the vector structures were rebuilt (compact)
     generation: int = 0
     seconds: float = 0.0
+    encode_seconds: float = 0.0  # of `seconds`: decoding images and running the encoder
     report: list[dict] = field(default_factory=list)
 
 
@@ -293,7 +294,9 @@ class IndexWriter:
 
         extras = ExtraImageMap.load(snapshot) or ExtraImageMap()
         retired = extras.retire(touched)
+        encoding = time.time()
         rows, views, further, failures = self._encode(todo, summary)
+        summary.encode_seconds = time.time() - encoding
         summary.encoded = len(rows)
         new_keys = np.array([r.row for r in rows], np.int64)
         for view in manifest.views:
