@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from moonsearch.errors import IndexFormatError
@@ -117,3 +118,17 @@ def test_bad_query_inputs_are_clear_errors(sample_index, tmp_path):
         index.search(image=tmp_path / "broken.jpg")
     with pytest.raises(MoonsearchError, match="unknown view"):
         index.search(text="x", view="audio")
+
+
+def test_similar_products_are_the_nearest_stored_vectors_without_the_product_itself(sample_index):
+    _, index = sample_index
+    key = index.search(text="red dress", k=1, hybrid=False)[0].row
+    everything = index.store.allowed_rows([])
+    vectors = index.stored_vectors(everything)
+    cosines = vectors @ index.stored_vectors([key])[0]
+    expected = [int(everything[i]) for i in np.argsort(-cosines, kind="stable") if everything[i] != key][:5]
+    hits = index.similar(key, k=5)
+    assert [h.row for h in hits] == expected and key not in [h.row for h in hits]
+    assert [round(h.score, 5) for h in hits] == [round(float(cosines[list(everything).index(r)]), 5) for r in expected]
+    women = index.similar(key, k=5, filters=["gender=Women"])
+    assert women and all(h.attributes.get("gender") == "Women" for h in women)

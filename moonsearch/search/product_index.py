@@ -192,18 +192,37 @@ class ProductIndex:
             matches = self.store.keyword_rows(text.strip(), depth, allowed)
             merged = reciprocal_rank_fusion([[r for _, r in pairs], [r for r, _ in matches]])
             pairs = [(score, row) for row, score in merged[:k]]
+        return self._hits(pairs, ranking.kind, matched)
+
+    def _hits(self, pairs: list[tuple[float, int]], kind: str, matched: dict[int, int] | None = None) -> list[Hit]:
+        """Hits for (score, key) pairs, best first; `matched`: key -> position of the image that matched."""
         records = self.store.products([r for _, r in pairs])
         hits = []
         for i, ((score, row), rec) in enumerate(zip(pairs, records)):
-            position = matched.get(row)
+            position = (matched or {}).get(row)
             if not rec["has_image"] or (position is not None and position >= len(rec["images"] or ())):
                 position = None   # a text-only product (its images did not load) matched by its text
             hits.append(Hit(rank=i + 1, score=score, id=rec["id"], title=rec["title"],
                             image=rec["images"][0] if rec["images"] else None, attributes=rec["attributes"],
-                            row=row, ranking=ranking.kind,
+                            row=row, ranking=kind,
                             matched_image=None if position is None else rec["images"][position],
                             matched_image_index=position))
         return hits
+
+    def stored_vectors(self, keys: Sequence[int], view: str = "mm") -> np.ndarray:
+        """The vectors the index holds for these product keys (`Hit.row`), in that order: a hit's
+        cosine to a query under hybrid ranking, or a product as a query itself."""
+        return self._view(view).vectors(np.asarray(keys, np.int64))
+
+    def similar(self, key: int, k: int = 10, filters: Sequence[Filter | str] = (), view: str = "mm") -> list[Hit]:
+        """"More like this": the products nearest to product `key`'s stored vector, itself left
+        out; scores are cosines."""
+        if k < 1:
+            raise MoonsearchError("k must be at least 1")
+        allowed = self.allowed_rows(filters, view)
+        scores, rows = self._view(view).search(self.stored_vectors([key], view).astype(np.float32), k + 1, allowed)
+        pairs = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0 and int(r) != key][:k]
+        return self._hits(pairs, VECTORS)
 
     def info(self) -> dict:
         skipped = self.data / SKIPS_FILE

@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from moonsearch.errors import MoonsearchError
 from moonsearch.serve.config import ServeConfig
-from moonsearch.serve.queries import NotFound, Query, QueryError, RankedLists, facets, search_page, similar
+from moonsearch.serve.queries import NotFound, Query, RankedLists, facets, search_page, similar
 from moonsearch.serve.state import ServedIndex
 
 log = logging.getLogger("moonsearch.serve")

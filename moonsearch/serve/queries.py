@@ -83,12 +83,6 @@ class RankedLists:
                 self._lists.popitem(last=False)
 
 
-def vector_store(index, view: str):
-    """The view's vector store. ProductIndex keeps it private (`_view`); similar products and
-    the cosine cut-off need stored vectors, which the library does not expose yet."""
-    return index._view(view)
-
-
 def _allowed(state, filters, view: str) -> np.ndarray:
     """Every product the filters (and the view) allow, as sorted keys."""
     rows = state.index.allowed_rows(filters, view)
@@ -109,7 +103,7 @@ def _cosines(state, query: Query, hits: list[Hit]) -> dict[int, float]:
         return {h.row: h.score for h in hits}
     q = state.index.embed_query(query.text, query.image)
     rows = np.array([h.row for h in hits], np.int64)
-    vectors = vector_store(state.index, query.view).vectors(rows)
+    vectors = state.index.stored_vectors(rows, query.view)
     return {int(r): float(s) for r, s in zip(rows, vectors @ q[0])}
 
 
@@ -284,16 +278,7 @@ def similar(state, product_id: str, k: int, filters) -> list[Hit]:
     row = state.row_of(product_id)
     if row is None:
         raise NotFound(f"no product with id '{product_id}'")
-    index = state.index
-    store = vector_store(index, "mm")
-    vector = store.vectors(np.array([row], np.int64)).astype(np.float32)
-    allowed = index.allowed_rows(filters, "mm")
-    scores, rows = store.search(vector, k + 1, allowed)
-    pairs = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0 and int(r) != row][:k]
-    records = index.store.products([r for _, r in pairs])
-    return [Hit(rank=i + 1, score=s, id=rec["id"], title=rec["title"],
-                image=rec["images"][0] if rec["images"] else None, attributes=rec["attributes"], row=r)
-            for i, ((s, r), rec) in enumerate(zip(pairs, records))]
+    return state.index.similar(row, k, filters)
 
 
 class NotFound(MoonsearchError):
