@@ -64,6 +64,10 @@ def _wrong_size(path: Path, size: int, recorded: int) -> IndexDamagedError:
     return damaged(path, f"is {kind} ({size:,} bytes; the index recorded {recorded:,})")
 
 
+def _changed(path: Path) -> IndexDamagedError:
+    return damaged(path, "does not match its checksum (its bytes changed after it was written)")
+
+
 def read_verified(path: Path, entry: dict | None) -> bytes:
     """A file read whole, checked against its recorded checksum (`entry`; None: not recorded).
     For files a query reads whole anyway (vector files, the extra-image map), hashing the bytes
@@ -73,7 +77,7 @@ def read_verified(path: Path, entry: dict | None) -> bytes:
         if len(data) != entry["bytes"]:
             raise _wrong_size(path, len(data), entry["bytes"])
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise damaged(path, "does not match its checksum (its bytes changed after it was written)")
+            raise _changed(path)
     return data
 
 
@@ -94,5 +98,5 @@ def check_contents(data: Path, files: dict | None) -> int:
     check_sizes(data, files)
     for name, entry in (files or {}).items():
         if sha256_of(Path(data) / name) != entry["sha256"]:
-            raise damaged(Path(data) / name, "does not match its checksum (its bytes changed after it was written)")
+            raise _changed(Path(data) / name)
     return len(files or {})
