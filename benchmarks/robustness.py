@@ -22,6 +22,26 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 
 
+class MirrorAveraged:
+    """An encoder whose image-only queries are the normalised mean of the photo's embedding and
+    its mirror image's: a query-time trick, measured here before any default uses it. Products
+    (text + image, `encode_views`) are embedded by the encoder itself, as the index does."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def encode(self, texts, images):
+        from PIL import ImageOps
+
+        plain = np.asarray(self.inner.encode(texts, images), np.float32)
+        mirrored = [ImageOps.mirror(im) if im is not None and text is None else im for text, im in zip(texts, images)]
+        both = plain + np.asarray(self.inner.encode(texts, mirrored), np.float32)
+        return both / np.linalg.norm(both, axis=1, keepdims=True)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 def products_of(data: Path, split: str) -> list:
     from moonsearch.eval.protocols import myntra
 
@@ -58,6 +78,8 @@ def main() -> None:
     parser.add_argument("--reference-size", type=lambda v: tuple(int(x) for x in v.lower().split("x")),
                         help="WIDTHxHEIGHT for the frozen-tower reference (default: the encoders' 96x128): "
                              "how much of its robustness is input resolution")
+    parser.add_argument("--mirror-average", action="store_true",
+                        help="embed each query photo as the mean of it and its mirror image (query-time trick)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     if not (args.data / "products.jsonl").is_file():
@@ -67,6 +89,8 @@ def main() -> None:
     from moonsearch.eval import robustness
 
     encoder = load_encoder(args.encoder)
+    if args.mirror_average:
+        encoder = MirrorAveraged(encoder)
     products = products_of(args.data, args.split)
     if args.products:   # fewer candidates make each query easier: R@1 is only comparable at one N
         products = random.Random(0).sample(products, min(args.products, len(products)))
@@ -78,9 +102,11 @@ def main() -> None:
                       + (f" --encoder {args.encoder}" if args.encoder != "moon-lite" else "")
                       + (f" --limit {args.limit}" if args.limit else "")
                       + (f" --products {args.products}" if args.products else "")
+                      + (" --mirror-average" if args.mirror_average else "")
                       + (f" --reference-size {args.reference_size[0]}x{args.reference_size[1]}" if args.reference_size else "")}
     name = ("robustness" + (f"-{args.split}" if args.split != "test" else "") + (f"-{args.products}" if args.products else "")
-            + (f"-ref{args.reference_size[0]}x{args.reference_size[1]}" if args.reference_size else ""))
+            + (f"-ref{args.reference_size[0]}x{args.reference_size[1]}" if args.reference_size else "")
+            + ("-mirror-average" if args.mirror_average else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(
