@@ -25,6 +25,7 @@ class ExtraImageMap:
         self.rows = np.asarray(rows, np.int64).reshape(-1)
         self.positions = np.asarray(positions, np.int64).reshape(-1)
         self.first = dict(first or {})
+        self._most: int | None = None   # most_per_product, kept until the map changes
 
     @classmethod
     def load(cls, folder: Path, files: dict | None = None) -> "ExtraImageMap | None":
@@ -48,14 +49,18 @@ class ExtraImageMap:
 
     @property
     def most_per_product(self) -> int:
-        """The most extra images one product has (how deep an image query must look)."""
-        used = self.rows[self.rows >= 0]
-        return int(np.bincount(used).max()) if len(used) else 0
+        """The most extra images one product has (how deep an image query must look); counted
+        once, not on every image query."""
+        if self._most is None:
+            used = self.rows[self.rows >= 0]
+            self._most = int(np.bincount(used).max()) if len(used) else 0
+        return self._most
 
     def retire(self, product_rows: Sequence[int]) -> np.ndarray:
         """Retire these products' extra vectors (deleted or replaced products); their keys."""
         keys = np.flatnonzero(np.isin(self.rows, np.asarray(list(product_rows), np.int64)))
         self.rows[keys] = -1
+        self._most = None
         for row in product_rows:
             self.first.pop(int(row), None)
         return keys.astype(np.int64)
@@ -65,6 +70,7 @@ class ExtraImageMap:
         keys = np.arange(len(self.rows), len(self.rows) + len(rows), dtype=np.int64)
         self.rows = np.concatenate([self.rows, np.asarray(rows, np.int64)])
         self.positions = np.concatenate([self.positions, np.asarray(positions, np.int64)])
+        self._most = None
         return keys
 
     def save(self, folder: Path) -> None:
