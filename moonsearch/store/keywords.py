@@ -58,3 +58,20 @@ def keyword_search(con: duckdb.DuckDBPyConnection, query: str, k: int,
     ranked = con.execute(_RANKED, [query]).fetchnumpy()
     keep = np.isin(ranked["row"], allowed)
     return [(int(r), float(s)) for r, s in zip(ranked["row"][keep][:k], ranked["score"][keep][:k])]
+
+
+def memory_keyword_index(texts):
+    """BM25 postings over `texts` (row i is texts[i]), built exactly as an index's keyword
+    index is (DuckDB fts, then read into memory): what the evaluation ranks keywords with,
+    so its keyword half is the query layer's."""
+    from moonsearch.store.postings import load_postings
+
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE products (row BIGINT, text VARCHAR)")
+        texts = [str(t) for t in texts]
+        con.execute("INSERT INTO products SELECT unnest(?), unnest(?)", [list(range(len(texts))), texts])
+        create_keyword_index(con)
+        return load_postings(con, KEYWORD_SCHEMA)
+    finally:
+        con.close()
