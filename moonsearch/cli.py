@@ -160,20 +160,29 @@ def query(
                                           "query text (exact names, brands, codes; scores become fusion scores); "
                                           "--vectors ranks by cosine similarity alone. [default: hybrid for a "
                                           "text-only query on the mm view, vectors otherwise]"),
-    as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+    as_json: bool = typer.Option(False, "--json", help="JSON on stdout: {query, applied, notes, hits}."),
+    no_parse: bool = typer.Option(False, "--no-parse", help="Read the query text verbatim: no spelling rewrites, "
+                                  "no price filter from 'under 1000', no gender boost from 'for men'."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ):
-    """Find products by text, by image, or by both."""
+    """Find products by text, by image, or by both. The text is read as shoppers write it: variant
+    spellings (tee, tshirt, t shirt) are one word, 'under 1000' filters by price, 'for men'
+    boosts men's products; the output says what was applied (--no-parse turns it off)."""
     from moonsearch import open_index
 
     searcher = open_index(index_path, device=device)
     ranking = searcher.ranking(text, image, view, hybrid)
     if ranking.note:
         console.print(f"[yellow]{ranking.note}[/]")
-    hits = searcher.search(text=text, image=image, k=k, filters=filters, view=view, hybrid=ranking.hybrid)
+    hits = searcher.search(text=text, image=image, k=k, filters=filters, view=view, hybrid=ranking.hybrid,
+                           parse=not no_parse)
     if as_json:
-        sys.stdout.write(json.dumps([h.to_json() for h in hits], ensure_ascii=False, indent=2) + "\n")
+        sys.stdout.write(json.dumps(hits.to_json(), ensure_ascii=False, indent=2) + "\n")
         return
+    for line in hits.applied:
+        out_console.print(f"applied: {escape(line)}")
+    for line in hits.notes:
+        console.print(f"[yellow]{escape(line)}[/]")
     if not hits:
         out_console.print("no products match")
         return

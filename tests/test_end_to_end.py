@@ -84,7 +84,7 @@ def test_cli_query_json_and_table_and_info(sample_index):
     summary, _ = sample_index
     result = cli("query", "red dress", "--index", str(summary.out), "--json", "--k", "7", "--device", "cpu")
     assert result.returncode == 0, result.stderr
-    hits = json.loads(result.stdout)
+    hits = json.loads(result.stdout)["hits"]
     assert len(hits) == 7 and all({"id", "score", "title", "rank"} <= set(h) for h in hits)
     table = cli("query", "red dress", "--index", str(summary.out), "--k", "3")
     assert table.returncode == 0 and hits[0]["id"] in table.stdout

@@ -88,8 +88,8 @@ def test_cli_hybrid_query(sample_index):
     summary, _ = sample_index
     result = cli("query", "wayfarer", "--index", str(summary.out), "--hybrid", "--json", "--k", "3", "--device", "cpu")
     assert result.returncode == 0, result.stderr
-    assert {h["id"] for h in json.loads(result.stdout)} == {r["id"] for r in records_with_word("wayfarer")}
-    assert {h["ranking"] for h in json.loads(result.stdout)} == {"hybrid"}
+    assert {h["id"] for h in json.loads(result.stdout)["hits"]} == {r["id"] for r in records_with_word("wayfarer")}
+    assert {h["ranking"] for h in json.loads(result.stdout)["hits"]} == {"hybrid"}
 
 
 def test_cli_says_what_the_scores_are(sample_index):
@@ -97,7 +97,7 @@ def test_cli_says_what_the_scores_are(sample_index):
     default = cli("query", "wayfarer", "--index", str(summary.out), "--k", "3", "--device", "cpu")
     assert default.returncode == 0 and "reciprocal-rank fusion" in default.stdout, default.stderr
     vectors = cli("query", "wayfarer", "--index", str(summary.out), "--vectors", "--json", "--k", "3", "--device", "cpu")
-    assert {h["ranking"] for h in json.loads(vectors.stdout)} == {"vectors"}
+    assert {h["ranking"] for h in json.loads(vectors.stdout)["hits"]} == {"vectors"}
     table = cli("query", "wayfarer", "--index", str(summary.out), "--vectors", "--k", "3", "--device", "cpu")
     assert table.returncode == 0 and "cosine similarities" in table.stdout
 
@@ -123,4 +123,4 @@ def test_index_without_keyword_index_is_a_clear_error(sample_index, tmp_path, en
     assert result.returncode == 2 and "rebuild" in result.stderr and "Traceback" not in result.stderr
     result = cli("query", "wayfarer", "--index", str(old), "--json")     # the default says it fell back
     assert result.returncode == 0 and "no keyword index" in result.stderr
-    assert {h["ranking"] for h in json.loads(result.stdout)} == {"vectors"}
+    assert {h["ranking"] for h in json.loads(result.stdout)["hits"]} == {"vectors"}

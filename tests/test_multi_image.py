@@ -148,7 +148,7 @@ def test_cli_json_and_table_name_the_matched_image(multi):
                              str(summary.out), "--json", "--k", "3", "--view", "image", "--device", "cpu"],
                             capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
-    hits = json.loads(result.stdout)
+    hits = json.loads(result.stdout)["hits"]
     assert hits[0]["id"] == "B" and hits[0]["matched_image"] == {"index": 1, "path": str(query.resolve())}
     console = Console(record=True, width=400)
     console.print(_hits_table(index.search(image=query, k=3, view="image"), []))

@@ -99,7 +99,7 @@ def test_cli_json_query_on_real_products(myntra_slice):
                              str(summary.out), "--k", "5", "--json", "--filter", "gender=Men"],
                             capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
-    hits = json.loads(result.stdout)
+    hits = json.loads(result.stdout)["hits"]
     assert len(hits) == 5 and {"id", "score", "title"} <= set(hits[0])
     assert all(h["attributes"]["gender"] == "Men" for h in hits)
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)

@@ -24,14 +24,14 @@ from moonsearch.encoder.base import VIEWS, Encoder
 from moonsearch.encoder.registry import load_encoder
 from moonsearch.errors import IndexFormatError, MoonsearchError
 from moonsearch.store.backends import check_backend, open_records, open_vectors
-from moonsearch.search.fusion import reciprocal_rank_fusion
-from moonsearch.search.results import HYBRID, VECTORS, Hit, Ranking
+from moonsearch.search.results import HYBRID, VECTORS, Hit, Ranking, SearchResults
 from moonsearch.store.extra_images import ExtraImageMap
 from moonsearch.store.files import EXTRA_MAP_FILE, EXTRA_VIEWS, SKIPS_FILE, extra_view_file, view_file
 from moonsearch.store.filters import Filter, parse_filters
 from moonsearch.store.integrity import check_contents, check_sizes, damaged
 from moonsearch.store.interface import RecordStore
 from moonsearch.store.manifest import Manifest
+from moonsearch.store.query_language import ParsedQuery, fuse, understand, verbatim
 
 HYBRID_DEPTH = 100   # candidates each retriever hands to the fusion (k if larger)
 
@@ -167,20 +167,39 @@ class ProductIndex:
                                     "vectors only; rebuild it with `moonsearch index` for hybrid ranking")
         return Ranking(HYBRID)
 
+    def understand(self, text: str | None, parse: bool = True) -> ParsedQuery | None:
+        """How `search` reads a query text (moonsearch.store.query_language): rewritten spellings,
+        a price phrase as a filter, a gender phrase as a boost; `parse=False` reads it verbatim."""
+        if not (isinstance(text, str) and text.strip()):
+            return None
+        if not parse:
+            return verbatim(text)
+        return understand(text, {key for key, _ in self.store.attribute_keys()})
+
     def search(self, text: str | None = None, image: Image.Image | str | Path | None = None, k: int = 10,
-               filters: Sequence[Filter | str] = (), view: str = "mm", hybrid: bool | None = None) -> list[Hit]:
+               filters: Sequence[Filter | str] = (), view: str = "mm", hybrid: bool | None = None,
+               parse: bool = True) -> SearchResults:
         """Top-k products for the query; `view` picks the multimodal, image or text vectors.
         Hybrid ranking (see `ranking`; `hybrid` None chooses) fuses the vectors' ranking with
         BM25 keyword matches of the query text; a hit's score is then its reciprocal-rank-fusion
         score, not a cosine similarity. A query with an image, on the mm or image view, scores each
         product by its best image (products with several have extra vectors) and names that image
-        in `Hit.matched_image` / `matched_image_index`."""
+        in `Hit.matched_image` / `matched_image_index`.
+        The query text is read as a shopper writes it (`understand`; `parse=False` turns that
+        off): the returned list's `applied` and `notes` say what was done with it."""
         if k < 1:
             raise MoonsearchError("k must be at least 1")
         ranking = self.ranking(text, image, view, hybrid)
+        parsed = self.understand(text, parse)
         index = self._view(view)
-        allowed = self.allowed_rows(filters, view)
-        query = self.embed_query(text, image)
+        applied, notes = (list(parsed.applied) if parsed else []), []
+        boosts = parsed.boosts if parsed and ranking.hybrid else ()
+        if parsed and parsed.boosts and not ranking.hybrid:
+            applied = [line for line in applied if not line.startswith("boost ")]
+            notes.append("gender boosts apply to hybrid ranking only: not applied")
+        allowed = self.allowed_rows([*filters, *(parsed.filters if parsed else ())], view)
+        embedded = parsed.text or (parsed.original if image is None else None) if parsed else None
+        query = self.embed_query(embedded, image)
         depth = max(k, HYBRID_DEPTH) if ranking.hybrid else k
         scores, rows = index.search(query, depth, allowed)
         matched: dict[int, int] = {}   # product row -> position of the image that matched
@@ -189,10 +208,15 @@ class ProductIndex:
         else:
             pairs = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
         if ranking.hybrid:
-            matches = self.store.keyword_rows(text.strip(), depth, allowed)
-            merged = reciprocal_rank_fusion([[r for _, r in pairs], [r for r, _ in matches]])
+            keywords = parsed.keywords
+            matches = self.store.keyword_rows(keywords, depth, allowed) if keywords else []
+            if keywords and not matches and (allowed is None or len(allowed)):
+                notes.append(f"no product's text has any of the words '{keywords}': ranked by vectors alone")
+            candidates = np.array(sorted({r for _, r in pairs} | {r for r, _ in matches}), np.int64)
+            boosted = [set(candidates[np.isin(candidates, self.store.allowed_rows([b]))].tolist()) for b in boosts]
+            merged = fuse([[r for _, r in pairs], [r for r, _ in matches]], boosted)
             pairs = [(score, row) for row, score in merged[:k]]
-        return self._hits(pairs, ranking.kind, matched)
+        return SearchResults(self._hits(pairs, ranking.kind, matched), parsed, applied, notes)
 
     def _hits(self, pairs: list[tuple[float, int]], kind: str, matched: dict[int, int] | None = None) -> list[Hit]:
         """Hits for (score, key) pairs, best first; `matched`: key -> position of the image that matched."""

@@ -48,3 +48,20 @@ class Hit:
                    else {"index": self.matched_image_index, "path": self.matched_image})
         return {"rank": self.rank, "score": round(self.score, 6), "ranking": self.ranking, "id": self.id,
                 "title": self.title, "image": self.image, "matched_image": matched, "attributes": self.attributes}
+
+
+class SearchResults(list):
+    """A search's hits (a plain list of Hit, best first, as before) and what the query layer did
+    with the query: `query` (the ParsedQuery: its text as embedded and keyword-matched, filters
+    and boosts; None for an image-only query), `applied` (one line per thing done, what the CLI,
+    the JSON and the server show) and `notes` (what could not be done, e.g. no keyword matched)."""
+
+    def __init__(self, hits=(), query=None, applied=(), notes=()):
+        super().__init__(hits)
+        self.query = query
+        self.applied = list(applied)
+        self.notes = list(notes)
+
+    def to_json(self) -> dict:
+        query = None if self.query is None else self.query.to_json()
+        return {"query": query, "applied": self.applied, "notes": self.notes, "hits": [h.to_json() for h in self]}

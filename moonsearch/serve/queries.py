@@ -46,6 +46,7 @@ class Query:
     filters: list[str] = field(default_factory=list)
     view: str = "mm"
     hybrid: bool | None = None
+    parse: bool = True                # read the text as shoppers write it (False: verbatim)
     sort: str = "relevance"
     min_score: float | None = None
     offset: int = 0
@@ -57,7 +58,7 @@ class Query:
 
     def key(self, generation: int, mode: str) -> tuple:
         return (generation, mode, (self.text or "").strip(), self.image_key, tuple(self.filters), self.view,
-                self.hybrid, self.min_score)
+                self.hybrid, self.min_score, self.parse)
 
 
 class RankedLists:
@@ -91,7 +92,7 @@ def _allowed(state, filters, view: str) -> np.ndarray:
 
 def _search(state, query: Query, k: int, filters) -> list[Hit]:
     return state.index.search(text=query.text, image=query.image, k=k, filters=filters, view=query.view,
-                              hybrid=query.hybrid)
+                              hybrid=query.hybrid, parse=query.parse)
 
 
 def _cosines(state, query: Query, hits: list[Hit]) -> dict[int, float]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from moonsearch.errors import MoonsearchError
+from moonsearch.shopper import singular
 from moonsearch.store.filters import NUMERIC_OPS, Filter
 
 SYNONYMS_FILE = Path(__file__).with_name("synonyms.tsv")
@@ -42,6 +43,18 @@ GENDER_WORDS = {
 # 1/61 = 0.0164): chosen on myntra-val (benchmarks/text_queries.py --split myntra-val).
 BOOST_WEIGHT = 0.02
 RRF_CONSTANT = 60     # as moonsearch.search.fusion: Cormack et al.'s value
+
+# Number: a noun is embedded in one number whatever the shopper typed ("watches" -> "watch",
+# "heel" -> "heels"): singular, except the nouns a catalog names in the plural, which the
+# singular turns into their plural; words that only look plural are left alone.
+PLURAL_NOUNS = {"heel": "heels", "sandal": "sandals", "sock": "socks", "legging": "leggings", "trouser": "trousers",
+                "capri": "capris", "boxer": "boxers", "jegging": "jeggings", "shoe": "shoes", "brief": "briefs",
+                "flop": "flops", "pant": "pants"}
+NOT_PLURAL = {"jeans", "shorts", "trousers", "shoes", "sunglasses", "briefs", "leggings", "flops", "pants", "capris",
+              "boxers", "socks", "jeggings", "heels", "flats", "sandals", "tights", "sports", "kids", "boys", "girls",
+              "men", "women", "mens", "womens", "glasses", "dress", "less", "this", "plus", "canvas", "chinos",
+              "overalls", "pyjamas", "pajamas", "shades", "sweatpants", "joggers", "slippers", "clothes",
+              "accessories", "cufflinks", "sleeves", "stockings", "suspenders", "jeggings", "lowers", "innerwear"}
 
 _UPPER = ("under", "below", "less than", "within", "upto", "up to", "max", "maximum", "cheaper than",
           "lower than", "not more than", "budget", "till", "until")
@@ -93,8 +106,11 @@ class Synonyms:
                     i += size
                     break
             else:
-                canonical.append(tokens[i])
-                keywords.append(tokens[i])
+                word = one_number(tokens[i])
+                canonical.append(word)
+                keywords.append(word)
+                if word != tokens[i]:
+                    changed.append((tokens[i], word))
                 i += 1
         return canonical, keywords, changed
 
@@ -118,6 +134,17 @@ def words(text: str) -> list[str]:
     text = re.sub(r"(\w)'s\b", r"\1", text)
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
     return re.findall(r"[a-z0-9]+", text)
+
+
+def one_number(word: str) -> str:
+    """The number a noun is embedded in (see PLURAL_NOUNS / NOT_PLURAL)."""
+    if word in PLURAL_NOUNS:
+        return PLURAL_NOUNS[word]
+    if word == "bras":   # "-as" words are mostly not plurals (canvas), this one is
+        return "bra"
+    if len(word) < 4 or word in NOT_PLURAL or not word.endswith("s") or word.endswith(("ss", "us", "is", "as", "ous")):
+        return word
+    return singular(word)
 
 
 def _amount(word: str) -> float | None:
