@@ -107,3 +107,23 @@ def test_cli_says_what_it_applied_and_no_parse_turns_it_off(sample_index):
     verbatim = cli("query", "tees under 1000", "--index", str(summary.out), "--json", "--no-parse", "--device", "cpu")
     out = json.loads(verbatim.stdout)
     assert out["applied"] == [] and out["query"]["parsed"] is False and out["query"]["filters"] == []
+
+
+def test_attribute_words_become_boosts_of_their_values():
+    from moonsearch.store.query_language import AttributeWords
+
+    vocabulary = AttributeWords.from_values({"attributes.Neck": {"Round Neck": 40, "V-Neck": 9, "Boat Neck": 2},
+                                             "articleType": {"Tshirts": 50}, "gender": {"Men": 30}})
+    read = understand("crew neck tees", attribute_words=vocabulary)
+    assert [(b.key, b.values) for b in read.boosts] == [("attributes.Neck", ("Round Neck",)),
+                                                        ("articleType", ("Tshirts",))]
+    assert understand("boat neck top", attribute_words=vocabulary).boosts == ()   # too few products
+    assert understand("crew neck tees", attribute_words=vocabulary).applied[-1].startswith("boost articleType")
+
+
+def test_an_attribute_word_lifts_the_products_having_it(sample_index):
+    _, index = sample_index
+    slim = [h for h in index.search(text="slim fit shirt", k=5)]
+    applied = index.search(text="slim fit shirt", k=5).applied
+    assert any(line.startswith("boost attributes.Fit = Slim Fit") for line in applied)
+    assert all(h.attributes["attributes"].get("Fit") == "Slim Fit" for h in slim[:3])

@@ -28,7 +28,7 @@ import numpy as np
 from moonsearch.eval.metrics import ndcg_at_k, precision_at_k
 from moonsearch.shopper import attribute_text, is_relevant, singular
 from moonsearch.store.keywords import memory_keyword_index
-from moonsearch.store.query_language import fuse, matches, understand, verbatim
+from moonsearch.store.query_language import AttributeWords, fuse, matches, understand, value_counts, verbatim
 
 DEPTH = 100   # candidates each half hands to the fusion, as the query layer's HYBRID_DEPTH
 ATTRIBUTE_KEYS = ("Neck", "Sleeve Length", "Fit", "Pattern", "Fabric", "Occasion")
@@ -134,9 +134,11 @@ class HybridRanker:
         self.postings = memory_keyword_index(product_texts)
         self.parse = parse
         self.fields = set().union(*(p.attributes.keys() for p in products)) if products else set()
+        self.words = AttributeWords.from_values(value_counts(p.attributes for p in products)) if parse else None
 
     def rank(self, queries: Sequence[str], k: int = DEPTH) -> list[list[int]]:
-        parsed = [understand(q, self.fields) if self.parse else verbatim(q) for q in queries]
+        parsed = [understand(q, self.fields, attribute_words=self.words) if self.parse else verbatim(q)
+                  for q in queries]
         query_vectors = self.embed_texts([p.text or p.original for p in parsed])
         rankings = []
         for query, vector in zip(parsed, query_vectors):

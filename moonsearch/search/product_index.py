@@ -31,7 +31,8 @@ from moonsearch.store.filters import Filter, parse_filters
 from moonsearch.store.integrity import check_contents, check_sizes, damaged
 from moonsearch.store.interface import RecordStore
 from moonsearch.store.manifest import Manifest
-from moonsearch.store.query_language import ParsedQuery, fuse, understand, verbatim
+from moonsearch.store.query_language import (ATTRIBUTE_FIELDS, AttributeWords, ParsedQuery, fuse, understand,
+                                             verbatim)
 
 HYBRID_DEPTH = 100   # candidates each retriever hands to the fusion (k if larger)
 
@@ -54,6 +55,7 @@ class ProductIndex:
         self._keyword_index: bool | None = None
         self._extras: ExtraImageMap | None = None
         self._extra_views: dict = {}
+        self._attribute_words: AttributeWords | None = None
 
     @classmethod
     def open(cls, folder: Path | str, device: str = "auto", encoder: Encoder | None = None) -> "ProductIndex":
@@ -174,7 +176,12 @@ class ProductIndex:
             return None
         if not parse:
             return verbatim(text)
-        return understand(text, {key for key, _ in self.store.attribute_keys()})
+        fields = {key for key, _ in self.store.attribute_keys()}
+        if self._attribute_words is None:
+            counts = getattr(self.store, "value_counts", None)   # a backend without it: no value boosts
+            present = [f for f in ATTRIBUTE_FIELDS if f in fields]
+            self._attribute_words = AttributeWords.from_values(counts(present) if counts and present else {})
+        return understand(text, fields, attribute_words=self._attribute_words)
 
     def search(self, text: str | None = None, image: Image.Image | str | Path | None = None, k: int = 10,
                filters: Sequence[Filter | str] = (), view: str = "mm", hybrid: bool | None = None,

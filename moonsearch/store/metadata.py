@@ -295,6 +295,16 @@ class MetadataStore(RecordStore):
             ).fetchall()
         return self._keys
 
+    def value_counts(self, keys: Sequence[str]) -> dict[str, dict[str, int]]:
+        """key -> {value: products having it} for these keys: the words a query may name a
+        value by (moonsearch.store.query_language.AttributeWords), read once per state."""
+        found = self.con.execute("SELECT key, value, count(DISTINCT row) FROM attributes WHERE key IN "
+                                 "(SELECT unnest(?)) AND value IS NOT NULL GROUP BY key, value", [list(keys)]).fetchall()
+        counts: dict[str, dict[str, int]] = {key: {} for key in keys}
+        for key, value, n in found:
+            counts[key][value] = int(n)
+        return counts
+
     def _rows(self, sql: str, params: list) -> np.ndarray:
         return np.array([r[0] for r in self.con.execute(sql, params).fetchall()], dtype=np.int64)
 

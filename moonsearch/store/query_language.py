@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from moonsearch.errors import MoonsearchError
-from moonsearch.shopper import singular
+from moonsearch.shopper import field_value, singular
 from moonsearch.store.filters import NUMERIC_OPS, Filter
 
 SYNONYMS_FILE = Path(__file__).with_name("synonyms.tsv")
@@ -55,6 +55,12 @@ NOT_PLURAL = {"jeans", "shorts", "trousers", "shoes", "sunglasses", "briefs", "l
               "men", "women", "mens", "womens", "glasses", "dress", "less", "this", "plus", "canvas", "chinos",
               "overalls", "pyjamas", "pajamas", "shades", "sweatpants", "joggers", "slippers", "clothes",
               "accessories", "cufflinks", "sleeves", "stockings", "suspenders", "jeggings", "lowers", "innerwear"}
+
+# Fields whose values, written in a query ("v-neck", "slim fit", "cotton", "black", "kurta"),
+# become soft boosts of the products having that value; chosen on myntra-val.
+ATTRIBUTE_FIELDS = ("articleType", "baseColour", "usage", "attributes.Neck", "attributes.Sleeve Length",
+                    "attributes.Fit", "attributes.Pattern", "attributes.Fabric", "attributes.Occasion")
+MIN_VALUE_PRODUCTS = 5    # a value fewer products have is not worth a boost (and is often noise)
 
 _UPPER = ("under", "below", "less than", "within", "upto", "up to", "max", "maximum", "cheaper than",
           "lower than", "not more than", "budget", "till", "until")
@@ -113,6 +119,44 @@ class Synonyms:
                     changed.append((tokens[i], word))
                 i += 1
         return canonical, keywords, changed
+
+
+@dataclass(frozen=True)
+class AttributeWords:
+    """Canonical words of an attribute value (read as a query is read) -> [(field, value)]."""
+    phrases: Mapping[tuple[str, ...], tuple[tuple[str, str], ...]]
+    longest: int
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Mapping[str, int]], synonyms: "Synonyms | None" = None,
+                    min_products: int = MIN_VALUE_PRODUCTS) -> "AttributeWords":
+        """From field -> {value: number of products}; values held by fewer than `min_products`
+        products, and gender words (boosted on their own), are left out."""
+        synonyms = synonyms or default_synonyms()
+        phrases: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+        for field_name, counts in values.items():
+            for value, count in counts.items():
+                if count < min_products or not isinstance(value, str):
+                    continue
+                canonical = synonyms.rewrite(words(value))[0]
+                key = tuple(" ".join(canonical).split())
+                if key and not (len(key) == 1 and key[0] in GENDER_WORDS) and key[0] not in ("na", "none"):
+                    phrases.setdefault(key, []).append((field_name, value))
+        return cls({k: tuple(v) for k, v in phrases.items()}, max((len(k) for k in phrases), default=0))
+
+    def find(self, tokens: Sequence[str]) -> list[tuple[str, str, str]]:
+        """(phrase, field, value) for the longest value phrases in `tokens`, left to right."""
+        found, i = [], 0
+        while i < len(tokens):
+            for size in range(min(self.longest, len(tokens) - i), 0, -1):
+                hits = self.phrases.get(tuple(tokens[i:i + size]))
+                if hits:
+                    found += [(" ".join(tokens[i:i + size]), f, v) for f, v in hits]
+                    i += size
+                    break
+            else:
+                i += 1
+        return found
 
 
 _synonyms: Synonyms | None = None
@@ -239,7 +283,7 @@ def verbatim(text: str) -> ParsedQuery:
 
 
 def understand(text: str, known_fields: Collection[str] | None = None, synonyms: Synonyms | None = None,
-               gender_boosts: bool = True) -> ParsedQuery:
+               gender_boosts: bool = True, attribute_words: AttributeWords | None = None) -> ParsedQuery:
     """Read a shopper's query (see the module docstring). `known_fields`: the index's filterable
     fields; a phrase whose field the index lacks stays in the text, and `applied` says so."""
     synonyms = synonyms or default_synonyms()
@@ -273,13 +317,30 @@ def understand(text: str, known_fields: Collection[str] | None = None, synonyms:
                 boost = Filter(GENDER_FIELD, "=", GENDER_WORDS[wanted[0]])
                 boosts.append(boost)
                 applied.append(f"boost {describe(boost)} (from '{wanted[0]}')")
+    if attribute_words is not None:
+        for phrase, field_name, value in attribute_words.find(" ".join(canonical).split()):
+            boost = Filter(field_name, "=", (value,))
+            if boost not in boosts:
+                boosts.append(boost)
+                applied.append(f"boost {describe(boost)} (from '{phrase}')")
     return ParsedQuery((text or "").strip(), " ".join(canonical), " ".join(keywords), tuple(filters), tuple(boosts), tuple(applied))
+
+
+def value_counts(records: Iterable[Mapping[str, Any]], fields: Sequence[str] = ATTRIBUTE_FIELDS) -> dict:
+    """field -> {value: products} over records' attributes (dotted fields read nested maps)."""
+    counts: dict[str, dict[str, int]] = {f: {} for f in fields}
+    for attributes in records:
+        for f in fields:
+            value = field_value(attributes, f) if f not in attributes else attributes[f]
+            if isinstance(value, str) and value:
+                counts[f][value] = counts[f].get(value, 0) + 1
+    return counts
 
 
 def matches(f: Filter, attributes: Mapping[str, Any]) -> bool:
     """Whether a product's attributes (a record's top-level fields) pass a filter, as the
     attribute index answers it: for products held in memory (the evaluation)."""
-    value = attributes.get(f.key)
+    value = field_value(attributes, f.key) if f.key not in attributes else attributes[f.key]
     values = value if isinstance(value, list) else [value]
     if f.op in NUMERIC_OPS:
         bound = float(f.values[0])
@@ -296,9 +357,10 @@ def matches(f: Filter, attributes: Mapping[str, Any]) -> bool:
 
 
 def fuse(rankings: Sequence[Sequence[int]], boosted: Sequence[Collection[int]] = (),
-         weight: float = BOOST_WEIGHT, constant: int = RRF_CONSTANT) -> list[tuple[int, float]]:
+         weight: float | None = None, constant: int = RRF_CONSTANT) -> list[tuple[int, float]]:
     """Reciprocal rank fusion of `rankings` (as moonsearch.search.fusion), plus `weight` for each
-    boost set an item is in; best first, ties in first-met order."""
+    boost set an item is in (None: BOOST_WEIGHT); best first, ties in first-met order."""
+    weight = BOOST_WEIGHT if weight is None else weight
     scores: dict[int, float] = {}
     for ranking in rankings:
         for rank, item in enumerate(ranking, start=1):

@@ -11,6 +11,8 @@ Derivations (documented in benchmarks/README.md):
 - classification: nearest articleType name; attribute: nearest baseColour name, and nearest
   Pattern value (products that have one); `acc` is the mean of the two.
 - shopper: the 50 shopper queries, P@10, nDCG@10 (binary gain), R@100 over test products.
+- text-shopper / text-attribute / text-variants: text queries as shoppers write them, ranked as
+  the query layer ranks them (hybrid, the query understood): moonsearch.eval.text_queries.
 
 `myntra-val` runs the same tasks on held-out *train* products with attribute-written shopper
 queries (`run_validation`): the numbers to choose a model or a setting by.
@@ -28,7 +30,7 @@ from PIL import Image, ImageOps
 from moonsearch.catalog import open_catalog
 from moonsearch.catalog.images import first_loadable
 from moonsearch.errors import MoonsearchError
-from moonsearch.eval import robustness
+from moonsearch.eval import robustness, text_queries
 from moonsearch.eval.metrics import ranking_metrics
 from moonsearch.eval.references import BM25Index, System
 from moonsearch.eval.retrieval import category_precision, embed, retrieval_recall, zero_shot_accuracy
@@ -222,9 +224,15 @@ def run_products(system: System, products: list, queries: list[dict],
         query_vectors = embed(encoder, [q["query"] for q in queries], [None] * len(queries))
         order = np.argsort(-(query_vectors @ products_mm.T), axis=1, kind="stable")[:, :100]
         metrics["shopper"], per_query = _shopper(order.tolist(), products, queries)
+    # The query layer's ranking of shopper-written text, on the product vectors computed above:
+    # only the queries are embedded (a few seconds), within CI's budget.
+    text_detail = text_queries.run(lambda batch: embed(encoder, batch, [None] * len(batch)), products, products_mm,
+                                   texts, queries)
+    metrics.update(text_queries.flat_metrics(text_detail))
     counts["image_failures"] = len(failures)
     result = {"dataset": "myntra", "encoder": system.name, "encoder_id": encoder.encoder_id,
               "metrics": metrics, "counts": counts, "per_query": {"shopper": per_query}}
+    result["text_queries"] = text_detail
     if robustness_detail is not None:
         result["robustness"] = robustness_detail
     return result
