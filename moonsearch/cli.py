@@ -187,7 +187,8 @@ def query(
         out_console.print("no products match")
         return
     table = _hits_table(hits, searcher.manifest.display_fields)
-    table.caption = (f"ranked by {ranking.name}: scores are reciprocal-rank fusion scores (--vectors: cosines)"
+    boosted = " plus 0.02 per boost met" if ranking.hybrid and hits.query and hits.query.boosts else ""
+    table.caption = (f"ranked by {ranking.name}: scores are reciprocal-rank fusion scores{boosted} (--vectors: cosines)"
                      if ranking.hybrid else "ranked by vectors: scores are cosine similarities")
     out_console.print(table)
 
@@ -279,11 +280,11 @@ def info(
 def train(
     data: Path = typer.Option(..., "--data", help="Training catalog (its train split is used; never test)."),
     config: str = typer.Option("moon-lite", "--config", help="Config name in moonsearch/train/configs (moon-lite, baseline, ablations) or a JSON path."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output path without suffix [default: moonsearch/encoder/weights/<the config's \"name\", else its file name>; MLLM: models/<name>]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output path without suffix [default: moonsearch/encoder/weights/<the config's \"name\", else its file name>; MLLM: models/<name>; photo-query: beside its base model's weights, where the base finds it]."),
     backbone_path: Optional[Path] = typer.Option(None, "--backbone-path", help="MLLM configs: local Qwen2-VL / Qwen2.5-VL checkpoint folder (nothing is downloaded)."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the last epoch checkpoint of the same config."),
     device: str = typer.Option("auto", help="auto | cpu | cuda: moon-lite trains on a CUDA GPU when one is visible."),
-    init: Optional[str] = typer.Option(None, "--init", help="moon-lite: start from these weights instead of random ones (a shipped name such as moon-lite, or a .safetensors path), e.g. to fine-tune the shipped model on your catalog; sets the config's \"init\"."),
+    init: Optional[str] = typer.Option(None, "--init", help="moon-lite: start from these weights instead of random ones (a shipped name such as moon-lite, or a .safetensors path), e.g. to fine-tune the shipped model on your catalog; sets the config's \"init\". photo-query: the moon-lite model the head is for (its \"base\")."),
 ):
     """Train an encoder on a catalog's train split (tower features are cached once)."""
     from moonsearch.train.run import train_encoder

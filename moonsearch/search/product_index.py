@@ -203,7 +203,7 @@ class ProductIndex:
         boosts = parsed.boosts if parsed and ranking.hybrid else ()
         if parsed and parsed.boosts and not ranking.hybrid:
             applied = [line for line in applied if not line.startswith("boost ")]
-            notes.append("gender boosts apply to hybrid ranking only: not applied")
+            notes.append("boosts apply to hybrid ranking only: not applied under vectors ranking")
         allowed = self.allowed_rows([*filters, *(parsed.filters if parsed else ())], view)
         embedded = parsed.text or (parsed.original if image is None else None) if parsed else None
         query = self.embed_query(embedded, image)
