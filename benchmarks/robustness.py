@@ -31,11 +31,18 @@ class MirrorAveraged:
         self.inner = inner
 
     def encode(self, texts, images):
+        return self._averaged(self.inner.encode, texts, images)
+
+    def encode_queries(self, texts, images):
+        return self._averaged(self.inner.encode_queries, texts, images)
+
+    @staticmethod
+    def _averaged(encode, texts, images):
         from PIL import ImageOps
 
-        plain = np.asarray(self.inner.encode(texts, images), np.float32)
+        plain = np.asarray(encode(texts, images), np.float32)
         mirrored = [ImageOps.mirror(im) if im is not None and text is None else im for text, im in zip(texts, images)]
-        both = plain + np.asarray(self.inner.encode(texts, mirrored), np.float32)
+        both = plain + np.asarray(encode(texts, mirrored), np.float32)
         return both / np.linalg.norm(both, axis=1, keepdims=True)
 
     def __getattr__(self, name):

@@ -48,6 +48,13 @@ class Encoder:
     ) -> np.ndarray:
         raise NotImplementedError
 
+    def encode_queries(
+        self, texts: Sequence[str | None], images: Sequence[Image.Image | None]
+    ) -> np.ndarray:
+        """Search queries, as `encode`; an encoder with a photo-query head (moon-lite) embeds
+        image-only queries with it. Products always go through `encode` / `encode_views`."""
+        return self.encode(texts, images)
+
     def encode_views(
         self, texts: Sequence[str], images: Sequence[Image.Image | None]
     ) -> ProductViews:

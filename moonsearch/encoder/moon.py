@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from moonsearch.encoder import photo_query
 from moonsearch.encoder.base import Encoder, ProductViews, l2_normalize, read_weights
 from moonsearch.encoder.moe import MoEFeedForward, ObjectiveWeights
 from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM, Towers
@@ -161,7 +162,17 @@ class MoonEncoder(Encoder):
         model.load_state_dict(tensors)
         encoder = cls(model, config["model"], weights_path=Path(weights_path), device=device)
         encoder.name = Path(weights_path).stem   # ablations ship as moon-lite-<variant>
+        head = photo_query.head_for(weights_path, lambda: encoder.encoder_id)
+        if head is not None:
+            head_config, head_tensors = read_weights(head)
+            encoder.photo_model = MoonLite(**head_config["model"])
+            encoder.photo_model.load_state_dict(head_tensors)
+            encoder.photo_model = encoder.photo_model.eval().to(device)
+            encoder.photo_head = head
         return encoder
+
+    photo_model: MoonLite | None = None     # the photo-query head (moonsearch.encoder.photo_query)
+    photo_head: Path | None = None
 
     memo: "TowerTokenMemo | None" = None
 
@@ -208,6 +219,21 @@ class MoonEncoder(Encoder):
             return np.zeros((0, self.dim), np.float32)
         embeddings, _ = self.model(self.segments(texts, images))
         return l2_normalize(embeddings.float().cpu().numpy())
+
+    @torch.inference_mode()
+    def encode_queries(self, texts, images) -> np.ndarray:
+        """As `encode`, with image-only queries through the photo-query head when there is one."""
+        rows = photo_query.photo_rows(texts, images) if self.photo_model is not None else []
+        if not rows:
+            return self.encode(texts, images)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        photo = set(rows)
+        others = [i for i in range(len(texts)) if i not in photo]
+        if others:
+            out[others] = self.encode([texts[i] for i in others], [images[i] for i in others])
+        photos, _ = self.photo_model(self.segments([None] * len(rows), [images[i] for i in rows]))
+        out[rows] = l2_normalize(photos.float().cpu().numpy())
+        return out
 
     @torch.inference_mode()
     def encode_views(self, texts, images) -> ProductViews:

@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from moonsearch.cache import cache_root
+from moonsearch.encoder import photo_query
 from moonsearch.encoder.base import Encoder, ProductViews, file_sha256, l2_normalize
 from moonsearch.encoder.pixels import IMAGE_SIZE, images_to_batch
 from moonsearch.errors import MoonsearchError
@@ -33,9 +34,9 @@ TEXT_FEATURE_DIM = 384
 IMAGE_FEATURE_DIM = 1280
 IMAGE_TOKENS = 12
 CHUNK = 128                   # rows per tower run: bounds memory for eval-sized encode() calls
-GRAPHS = ("text", "image", "fusion")
 INPUTS = {"text": ["input_ids", "attention_mask", "token_type_ids"], "image": ["pixels"],
           "fusion": ["text_states", "text_mask", "image_tokens", "image_mask"]}
+INPUTS["photo"] = INPUTS["fusion"]   # the photo-query head is a fusion model with weights of its own
 
 
 def _session_options(threads: int | None):
@@ -108,7 +109,7 @@ def export_graph(kind: str, weights_path: Path, path: Path) -> None:
             export.export_text(minilm_dir(), path)
         elif kind == "image":
             export.export_image(efficientnet_file(), path, IMAGE_SIZE)
-        else:
+        else:   # "fusion", or "photo" with the head's weights file
             export.export_fusion(Path(weights_path), path)
     except MoonsearchError:
         raise
@@ -158,6 +159,14 @@ class OnnxMoonEncoder(Encoder):
         self._tokenizer: Tokenizer | None = None
         self._torch = None
         self._encoder_id: str | None = None
+        self.photo_head = photo_query.head_for(self.weights_path, lambda: self.encoder_id)
+        if self.photo_head is not None:
+            key = weights_digest(self.photo_head)[:16]
+            self.paths["photo"] = cache_root() / "onnx" / f"moon-lite-photo-query-{key}-v{EXPORT_VERSION['fusion']}.onnx"
+
+    def _source(self, kind: str) -> Path:
+        """The weights a graph is exported from: the head's for "photo", else the model's."""
+        return self.photo_head if kind == "photo" else self.weights_path
 
     @classmethod
     def load(cls, weights_path: Path, threads: int | None = None) -> "OnnxMoonEncoder":
@@ -168,9 +177,9 @@ class OnnxMoonEncoder(Encoder):
         weights_path = Path(weights_path)
         config = read_json(weights_path.with_suffix(".json"), "model config").get("model", {})
         encoder = cls(weights_path, config, threads=threads)
-        for kind in GRAPHS:
+        for kind in encoder.paths:
             if not encoder.paths[kind].is_file():
-                export_graph(kind, weights_path, encoder.paths[kind])
+                export_graph(kind, encoder._source(kind), encoder.paths[kind])
         return encoder
 
     @property
@@ -190,7 +199,7 @@ class OnnxMoonEncoder(Encoder):
             path = self.paths[kind]
             for attempt in (0, 1):
                 if not path.is_file():
-                    export_graph(kind, self.weights_path, path)
+                    export_graph(kind, self._source(kind), path)
                 try:
                     session = ort.InferenceSession(str(path), _session_options(self.threads),
                                                    providers=["CPUExecutionProvider"])
@@ -266,6 +275,26 @@ class OnnxMoonEncoder(Encoder):
         for start in range(0, len(texts), CHUNK):
             stop = start + CHUNK
             out[start:stop] = self.fuse(*self._tower_inputs(list(texts[start:stop]), list(images[start:stop])))
+        return out
+
+    def encode_queries(self, texts: Sequence[str | None], images: Sequence) -> np.ndarray:
+        """As `encode`, with image-only queries through the photo-query head when there is one."""
+        rows = photo_query.photo_rows(texts, images) if self.photo_head is not None else []
+        if not rows:
+            return self.encode(texts, images)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        photo = set(rows)
+        others = [i for i in range(len(texts)) if i not in photo]
+        if others:
+            out[others] = self.encode([texts[i] for i in others], [images[i] for i in others])
+        for start in range(0, len(rows), CHUNK):
+            part = rows[start:start + CHUNK]
+            tokens = self.image_tokens([images[i] for i in part])
+            fused = self.session("photo").run(None, {
+                "text_states": np.zeros((len(part), 1, TEXT_FEATURE_DIM), np.float32),
+                "text_mask": np.zeros((len(part), 1), bool), "image_tokens": tokens,
+                "image_mask": np.ones((len(part), IMAGE_TOKENS), bool)})[0]
+            out[part] = l2_normalize(fused)
         return out
 
     def encode_views(self, texts: Sequence[str], images: Sequence) -> ProductViews:

@@ -22,7 +22,10 @@ def weights_file(name: str) -> Path:
 
 
 def available_encoders() -> list[str]:
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+    """Shipped encoders by name (a photo-query head is part of its base model, not an encoder)."""
+    from moonsearch.encoder.photo_query import is_photo_query_weights
+
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if not is_photo_query_weights(p))
 
 
 RUNTIMES = ("auto", "onnx", "torch")

@@ -56,8 +56,12 @@ def embed(
     images: Sequence,
     batch_size: int = 64,
     failures: dict[int, str] | None = None,
+    queries: bool = False,
 ) -> np.ndarray:
     """Encode parallel (text, image) pairs in batches into an (N, dim) float32 array.
+
+    `queries`: the pairs are search queries (`Encoder.encode_queries`: a photo-query head embeds
+    image-only ones), not products.
 
     Images may be paths (loaded with ``load_image``, one batch at a time so memory stays
     flat), PIL images or None. An image that cannot be loaded raises MoonsearchError,
@@ -80,9 +84,8 @@ def embed(
         rows = [j for j in range(len(batch_texts)) if batch_texts[j] is not None or batch_images[j] is not None]
         if not rows:
             continue
-        vectors = np.asarray(
-            encoder.encode([batch_texts[j] for j in rows], [batch_images[j] for j in rows]), np.float32
-        )
+        encode = encoder.encode_queries if queries else encoder.encode
+        vectors = np.asarray(encode([batch_texts[j] for j in rows], [batch_images[j] for j in rows]), np.float32)
         if vectors.shape != (len(rows), out.shape[1]):
             raise ValueError(f"encoder returned shape {vectors.shape} for {len(rows)} inputs of dim {out.shape[1]}")
         out[[start + j for j in rows]] = vectors

@@ -57,7 +57,8 @@ def run(encoder, images: list[Image.Image], keys: list[str], candidates: np.ndar
         result["reference"] = {}
     for name in transforms:
         queries = transformed(images, keys, name, seed)
-        result["transforms"][name] = recall(embed(encoder, [None] * len(queries), queries), candidates, targets)
+        result["transforms"][name] = recall(embed(encoder, [None] * len(queries), queries, queries=True),
+                                                candidates, targets)
         if reference:
             result["reference"][name] = recall(frozen_tower_vectors(towers, queries, size=reference_size),
                                                tower_candidates, targets)

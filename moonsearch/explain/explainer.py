@@ -333,7 +333,7 @@ def explain(index_or_encoder, product, text: str | None = None, image=None, veri
     if not text and picture is None:
         raise MoonsearchError("give a query text, a query image, or both")
 
-    query = encoder.encode([text or None], [picture])[0]
+    query = encoder.encode_queries([text or None], [picture])[0]
     breakdown: TokenBreakdown = tokens_of(item.text, item.image)
     common = dict(text=text or None, query_image=picture_path,
                   encoder_id=getattr(encoder, "encoder_id", getattr(encoder, "name", "?")),

@@ -134,7 +134,7 @@ class ProductIndex:
         if not text and image is None:
             raise MoonsearchError("give a query text, a query image, or both")
         picture = load_query_image(image) if image is not None else None
-        return self.encoder.encode([text or None], [picture])
+        return self.encoder.encode_queries([text or None], [picture])
 
     def allowed_rows(self, filters: Sequence[Filter | str], view: str):
         parsed = [f if isinstance(f, Filter) else parse_filters([f])[0] for f in filters or ()]

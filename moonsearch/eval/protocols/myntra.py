@@ -191,7 +191,7 @@ def run_products(system: System, products: list, queries: list[dict],
         text_view = np.concatenate([v.text for v in views])
         with_image = [i for i in range(n) if images[i] is not None]
         image_view = np.concatenate([v.image for v in views])[with_image]
-        held_out = embed(encoder, [None] * len(with_image), [held_out_view(images[i]) for i in with_image])
+        held_out = embed(encoder, [None] * len(with_image), [held_out_view(images[i]) for i in with_image], queries=True)
     else:
         products_mm = embed(encoder, texts, [None] * n)
         with_image = []
