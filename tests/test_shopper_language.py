@@ -127,3 +127,11 @@ def test_an_attribute_word_lifts_the_products_having_it(sample_index):
     applied = index.search(text="slim fit shirt", k=5).applied
     assert any(line.startswith("boost attributes.Fit = Slim Fit") for line in applied)
     assert all(h.attributes["attributes"].get("Fit") == "Slim Fit" for h in slim[:3])
+
+
+def test_a_price_alone_or_no_words_still_ranks_and_says_how(sample_index):
+    _, index = sample_index
+    hits = index.search(text="under 1000", k=5)
+    assert len(hits) == 5 and all(h.attributes["price"] <= 1000 for h in hits)
+    assert any("no words left to match by keyword" in n for n in hits.notes)
+    assert index.search(text="???", k=2).notes

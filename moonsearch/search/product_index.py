@@ -217,7 +217,9 @@ class ProductIndex:
         if ranking.hybrid:
             keywords = parsed.keywords
             matches = self.store.keyword_rows(keywords, depth, allowed) if keywords else []
-            if keywords and not matches and (allowed is None or len(allowed)):
+            if not keywords:
+                notes.append("no words left to match by keyword: ranked by vectors alone")
+            elif not matches and (allowed is None or len(allowed)):
                 notes.append(f"no product's text has any of the words '{keywords}': ranked by vectors alone")
             candidates = np.array(sorted({r for _, r in pairs} | {r for r, _ in matches}), np.int64)
             boosted = [set(candidates[np.isin(candidates, self.store.allowed_rows([b]))].tolist()) for b in boosts]
