@@ -131,18 +131,22 @@ def compact(
                   f"now state {summary.generation}")
 
 
-def _hits_table(hits, display_fields: list[str]) -> Table:
+def _hits_table(hits, display_fields: list[str], cosines: bool = False) -> Table:
     """One row per product; an image query that matched some product through a later image of
     it adds the image that matched (position: path). When every match is the first image, the
-    image column already shows it, and a second copy of every path would only crowd the table."""
+    image column already shows it, and a second copy of every path would only crowd the table.
+    `cosines` adds each hit's cosine similarity, for scores that are not cosines (hybrid ranking)
+    or a --min-score cut that needs to be seen."""
     matched = any(hit.matched_image_index for hit in hits)
     table = Table(show_lines=False)
-    for column in ("#", "score", "id", "title", *display_fields, "image", *(["matched image"] if matched else [])):
+    for column in ("#", "score", *(["cosine"] if cosines else []), "id", "title", *display_fields, "image",
+                   *(["matched image"] if matched else [])):
         table.add_column(column, overflow="fold")
     for hit in hits:
         values = [str(hit.attributes.get(f, "")) for f in display_fields]
         which = "-" if hit.matched_image_index is None else f"{hit.matched_image_index}: {hit.matched_image}"
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.id, hit.title, *values, hit.image or "-",
+        cosine = ["-" if hit.similarity is None else f"{hit.similarity:.3f}"] if cosines else []
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", *cosine, hit.id, hit.title, *values, hit.image or "-",
                       *([which] if matched else []))
     return table
 
@@ -163,6 +167,10 @@ def query(
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout: {query, applied, notes, hits}."),
     no_parse: bool = typer.Option(False, "--no-parse", help="Read the query text verbatim: no spelling rewrites, "
                                   "no price filter from 'under 1000', no gender boost from 'for men'."),
+    min_score: Optional[str] = typer.Option(None, "--min-score", metavar="X",
+                                            help="Leave out hits whose cosine similarity to the query (JSON: "
+                                            "'similarity') is below X, a number from -1 to 1, whatever the ranking; "
+                                            "the rest keep their order."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ):
     """Find products by text, by image, or by both. The text is read as shoppers write it: variant
@@ -170,26 +178,37 @@ def query(
     boosts men's products; the output says what was applied (--no-parse turns it off)."""
     from moonsearch import open_index
 
+    cut = None
+    if min_score is not None:   # checked before the index and encoder load: a typo fails fast, in one line
+        try:
+            cut = float(min_score)
+        except ValueError:
+            cut = None
+        if cut is None or not -1.0 <= cut <= 1.0:
+            raise MoonsearchError(f"--min-score must be a number from -1 to 1 (a cosine similarity), not '{min_score}'")
     searcher = open_index(index_path, device=device)
     ranking = searcher.ranking(text, image, view, hybrid)
     if ranking.note:
         console.print(f"[yellow]{ranking.note}[/]")
     hits = searcher.search(text=text, image=image, k=k, filters=filters, view=view, hybrid=ranking.hybrid,
-                           parse=not no_parse)
+                           parse=not no_parse, min_score=cut)
     if as_json:
         sys.stdout.write(json.dumps(hits.to_json(), ensure_ascii=False, indent=2) + "\n")
         return
     for line in hits.applied:
         out_console.print(f"applied: {escape(line)}")
     for line in hits.notes:
-        console.print(f"[yellow]{escape(line)}[/]")
+        console.print(f"[yellow]{escape(line)}[/]", soft_wrap=True)   # one line each, as the library wrote it
     if not hits:
-        out_console.print("no products match")
+        out_console.print("no products match" + (f" with a cosine of at least {cut:g} (--min-score)"
+                                                 if cut is not None else ""))
         return
-    table = _hits_table(hits, searcher.manifest.display_fields)
+    table = _hits_table(hits, searcher.manifest.display_fields, cosines=ranking.hybrid or cut is not None)
     boosted = " plus 0.02 per boost met" if ranking.hybrid and hits.query and hits.query.boosts else ""
     table.caption = (f"ranked by {ranking.name}: scores are reciprocal-rank fusion scores{boosted} (--vectors: cosines)"
                      if ranking.hybrid else "ranked by vectors: scores are cosine similarities")
+    if cut is not None:
+        table.caption += f"; hits with a cosine below {cut:g} left out (--min-score)"
     out_console.print(table)
 
 

@@ -12,6 +12,7 @@ titles better on held-out products (benchmarks/results/hybrid-val.md).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -35,6 +36,17 @@ from moonsearch.store.query_language import (ATTRIBUTE_FIELDS, AttributeWords, P
                                              verbatim)
 
 HYBRID_DEPTH = 100   # candidates each retriever hands to the fusion (k if larger)
+
+
+def check_min_score(value) -> float:
+    """`search`'s cut-off as a float: a cosine, so a finite number from -1 to 1 (one-line error otherwise)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not -1.0 <= number <= 1.0:   # NaN fails the comparison too
+        raise MoonsearchError(f"min_score must be a number from -1 to 1 (a cosine similarity), not {value!r}")
+    return number
 
 
 class ProductIndex:
@@ -185,7 +197,7 @@ class ProductIndex:
 
     def search(self, text: str | None = None, image: Image.Image | str | Path | None = None, k: int = 10,
                filters: Sequence[Filter | str] = (), view: str = "mm", hybrid: bool | None = None,
-               parse: bool = True) -> SearchResults:
+               parse: bool = True, min_score: float | None = None) -> SearchResults:
         """Top-k products for the query; `view` picks the multimodal, image or text vectors.
         Hybrid ranking (see `ranking`; `hybrid` None chooses) fuses the vectors' ranking with
         BM25 keyword matches of the query text; a hit's score is then its reciprocal-rank-fusion
@@ -193,9 +205,16 @@ class ProductIndex:
         product by its best image (products with several have extra vectors) and names that image
         in `Hit.matched_image` / `matched_image_index`.
         The query text is read as a shopper writes it (`understand`; `parse=False` turns that
-        off): the returned list's `applied` and `notes` say what was done with it."""
+        off): the returned list's `applied` and `notes` say what was done with it.
+        Every hit carries `similarity`, the cosine of the query vector and the product's vector in
+        this view (the vector half's score; for an image query, its best image's), whatever the
+        ranking, because a fusion score says nothing about relevance on its own. `min_score` drops
+        the top-k hits whose similarity is below it, keeping the others in their order: one
+        encoding of the query serves both the ranking and the cut."""
         if k < 1:
             raise MoonsearchError("k must be at least 1")
+        if min_score is not None:
+            min_score = check_min_score(min_score)
         ranking = self.ranking(text, image, view, hybrid)
         parsed = self.understand(text, parse)
         index = self._view(view)
@@ -214,6 +233,7 @@ class ProductIndex:
             pairs, matched = self._best_per_product(view, query, depth, allowed, scores, rows)
         else:
             pairs = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
+        cosines = {row: score for score, row in pairs}   # the vector half's scores are cosines
         if ranking.hybrid:
             keywords = parsed.keywords
             matches = self.store.keyword_rows(keywords, depth, allowed) if keywords else []
@@ -225,10 +245,24 @@ class ProductIndex:
             boosted = [set(candidates[np.isin(candidates, self.store.allowed_rows([b]))].tolist()) for b in boosts]
             merged = fuse([[r for _, r in pairs], [r for r, _ in matches]], boosted)
             pairs = [(score, row) for row, score in merged[:k]]
-        return SearchResults(self._hits(pairs, ranking.kind, matched), parsed, applied, notes)
+            missing = [row for _, row in pairs if row not in cosines]   # found by keywords alone
+            if missing:
+                vectors = self.stored_vectors(missing, view).astype(np.float32)
+                cosines.update(zip(missing, (float(c) for c in vectors @ query[0].astype(np.float32))))
+        hits = self._hits(pairs, ranking.kind, matched, cosines)
+        if min_score is not None:
+            kept = [h for h in hits if h.similarity >= min_score]
+            if hits and not kept:
+                notes.append(f"min_score {min_score:g} left out all {len(hits)} hits: the best cosine similarity "
+                             f"to the query is {max(h.similarity for h in hits):.3f}")
+            hits = [replace(h, rank=i) for i, h in enumerate(kept, 1)]
+        return SearchResults(hits, parsed, applied, notes)
 
-    def _hits(self, pairs: list[tuple[float, int]], kind: str, matched: dict[int, int] | None = None) -> list[Hit]:
-        """Hits for (score, key) pairs, best first; `matched`: key -> position of the image that matched."""
+    def _hits(self, pairs: list[tuple[float, int]], kind: str, matched: dict[int, int] | None = None,
+              cosines: dict[int, float] | None = None) -> list[Hit]:
+        """Hits for (score, key) pairs, best first; `matched`: key -> position of the image that
+        matched; `cosines`: key -> similarity (default: the score, which is the cosine when
+        ranking by vectors)."""
         records = self.store.products([r for _, r in pairs])
         hits = []
         for i, ((score, row), rec) in enumerate(zip(pairs, records)):
@@ -239,7 +273,8 @@ class ProductIndex:
                             image=rec["images"][0] if rec["images"] else None, attributes=rec["attributes"],
                             row=row, ranking=kind,
                             matched_image=None if position is None else rec["images"][position],
-                            matched_image_index=position))
+                            matched_image_index=position,
+                            similarity=score if cosines is None else cosines[row]))
         return hits
 
     def stored_vectors(self, keys: Sequence[int], view: str = "mm") -> np.ndarray:

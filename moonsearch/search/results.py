@@ -42,12 +42,17 @@ class Hit:
     # product's image list); None for text-only queries.
     matched_image: str | None = None
     matched_image_index: int | None = None
+    # The cosine of the query and product vectors under any ranking (`score` is one only under
+    # vectors ranking): what `min_score` cuts on. None where no query was encoded (browsing).
+    similarity: float | None = None
 
     def to_json(self) -> dict:
         matched = (None if self.matched_image_index is None
                    else {"index": self.matched_image_index, "path": self.matched_image})
-        return {"rank": self.rank, "score": round(self.score, 6), "ranking": self.ranking, "id": self.id,
-                "title": self.title, "image": self.image, "matched_image": matched, "attributes": self.attributes}
+        similarity = None if self.similarity is None else round(self.similarity, 6)
+        return {"rank": self.rank, "score": round(self.score, 6), "ranking": self.ranking, "similarity": similarity,
+                "id": self.id, "title": self.title, "image": self.image, "matched_image": matched,
+                "attributes": self.attributes}
 
 
 class SearchResults(list):

@@ -10,8 +10,10 @@ kept beside the server until it settles (the report of issue 19 lists what shoul
 - Price sort, `min_score` and facets work on the query's candidate set: its top `candidates`
   products (the ranking's own depth, 100 by default at least), or with no query text or image,
   every product the filters allow.
-- `min_score` compares the cosine of the query and product vectors, whatever the ranking (a
-  hybrid score is a reciprocal-rank-fusion score, which says nothing about relevance alone).
+- `min_score` is the library's (`ProductIndex.search(min_score=)`): it cuts on each hit's
+  `similarity`, the cosine of the query and product vectors, whatever the ranking (a hybrid
+  score is a reciprocal-rank-fusion score, which says nothing about relevance alone); the query
+  is encoded once for the ranking and the cut.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from moonsearch.errors import MoonsearchError
-from moonsearch.search.results import VECTORS, Hit
+from moonsearch.search.results import Hit
 from moonsearch.store.metadata import flatten_attributes
 
 SORTS = ("relevance", "price_asc", "price_desc")
@@ -90,22 +92,9 @@ def _allowed(state, filters, view: str) -> np.ndarray:
     return state.index.store.allowed_rows([]) if rows is None else rows
 
 
-def _search(state, query: Query, k: int, filters) -> list[Hit]:
+def _search(state, query: Query, k: int, filters, min_score: float | None = None) -> list[Hit]:
     return state.index.search(text=query.text, image=query.image, k=k, filters=filters, view=query.view,
-                              hybrid=query.hybrid, parse=query.parse)
-
-
-def _cosines(state, query: Query, hits: list[Hit]) -> dict[int, float]:
-    """Cosine of the query and each hit's product vector (the vector score under any ranking)."""
-    if not hits:
-        return {}
-    ranking = state.index.ranking(query.text, query.image, query.view, query.hybrid)
-    if ranking.kind == VECTORS:
-        return {h.row: h.score for h in hits}
-    q = state.index.embed_query(query.text, query.image)
-    rows = np.array([h.row for h in hits], np.int64)
-    vectors = state.index.stored_vectors(rows, query.view)
-    return {int(r): float(s) for r, s in zip(rows, vectors @ q[0])}
+                              hybrid=query.hybrid, parse=query.parse, min_score=min_score)
 
 
 def _browse_hits(state, rows: np.ndarray) -> list[Hit]:
@@ -124,18 +113,14 @@ def _price(hit_attributes: dict) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def candidates(state, query: Query, filters, depth: int, cache: RankedLists) -> tuple[list[Hit], dict[int, float]]:
-    """The query's candidate set (best first) and, with `min_score`, the cosines that cut it."""
+def candidates(state, query: Query, filters, depth: int, cache: RankedLists) -> list[Hit]:
+    """The query's candidate set (best first), cut by `min_score` in the library's search."""
     key = query.key(state.generation, f"candidates:{depth}")
     found = cache.get(key) if query.offset > 0 else None
     if found is None:
-        found = _search(state, query, depth, filters)
+        found = _search(state, query, depth, filters, query.min_score)
         cache.put(key, found)
-    cosines: dict[int, float] = {}
-    if query.min_score is not None:
-        cosines = _cosines(state, query, found)
-        found = [h for h in found if cosines[h.row] >= query.min_score]
-    return found, cosines
+    return found
 
 
 def _sorted_by_price(hits: list[Hit], descending: bool) -> list[Hit]:
@@ -170,7 +155,6 @@ def search_page(state, query: Query, cache: RankedLists, depth: int) -> dict:
     if query.sort not in SORTS:
         raise QueryError(f"unknown sort '{query.sort}' (use {', '.join(SORTS)})")
     filters = state.prepare_filters(query.filters)
-    cosines: dict[int, float] = {}
     total: int | None = None
     if query.browsing:
         rows = _allowed(state, filters, query.view)
@@ -185,7 +169,7 @@ def search_page(state, query: Query, cache: RankedLists, depth: int) -> dict:
         hits = _relevance_window(state, query, filters, cache)
         page = hits[query.offset: query.offset + query.limit]
     else:
-        hits, cosines = candidates(state, query, filters, depth, cache)
+        hits = candidates(state, query, filters, depth, cache)
         total = len(hits)
         if query.sort != "relevance":
             hits = _sorted_by_price(hits, query.sort == "price_desc")
@@ -196,8 +180,6 @@ def search_page(state, query: Query, cache: RankedLists, depth: int) -> dict:
         entry = hit.to_json()
         entry["position"] = position
         entry["image_url"] = f"/products/{hit.id}/image" if hit.image else None
-        if hit.row in cosines:
-            entry["similarity"] = round(cosines[hit.row], 6)
         results.append(entry)
     more = (query.offset + len(page) < total) if total is not None else len(page) == query.limit
     return {
@@ -250,7 +232,7 @@ def facets(state, query: Query, cache: RankedLists, depth: int, fields: list[str
         rows = _allowed(state, filters, query.view)
     else:
         query.offset = 0
-        hits, _ = candidates(state, query, filters, depth, cache)
+        hits = candidates(state, query, filters, depth, cache)
         rows = np.array([h.row for h in hits], np.int64)
     pairs = state.facet_pairs(rows, flatten_attributes)
     keys = _facet_keys(pairs, list(state.index.manifest.display_fields), fields, {f.key for f in filters})
