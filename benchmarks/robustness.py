@@ -103,7 +103,8 @@ def main() -> None:
         products = random.Random(0).sample(products, min(args.products, len(products)))
     started = time.time()
     result = measure(encoder, products, args.limit, args.reference_size)
-    out = {"encoder": encoder.encoder_id, "split": args.split, "products": len(products), **result,
+    out = {"encoder": encoder.encoder_id, "photo_query": encoder.photo_query_id, "split": args.split,
+           "products": len(products), **result,
            "seconds": round(time.time() - started, 1),
            "made_by": "python benchmarks/robustness.py" + (f" --split {args.split}" if args.split != "test" else "")
                       + (f" --encoder {args.encoder}" if args.encoder != "moon-lite" else "")
@@ -117,7 +118,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(
-        f"# Image queries from changed photos ({args.split})\n\nEncoder `{out['encoder']}`; {out['queries']} "
+        f"# Image queries from changed photos ({args.split})\n\nEncoder `{out['encoder']}`"
+        + (f" with photo-query head `{out['photo_query']}`" if out["photo_query"] else "") + f"; {out['queries']} "
         f"query photos per change against {out['products']} products; made by `{out['made_by']}`.\n\n"
         + robustness.table(out))
     print(robustness.table(out))

@@ -36,6 +36,13 @@ class Encoder:
     dim: int
     weights_path: Path | None = None
 
+    photo_head: Path | None = None   # moon-lite's photo-query head, when it has one (encoder/photo_query.py)
+
+    @property
+    def photo_query_id(self) -> str | None:
+        """The photo-query head's name and weights hash, recorded beside results it made."""
+        return None if self.photo_head is None else f"{self.photo_head.stem}@{file_sha256(self.photo_head)[:16]}"
+
     @property
     def encoder_id(self) -> str:
         """Name plus a hash of the weights, recorded in every index this encoder builds."""

@@ -172,7 +172,6 @@ class MoonEncoder(Encoder):
         return encoder
 
     photo_model: MoonLite | None = None     # the photo-query head (moonsearch.encoder.photo_query)
-    photo_head: Path | None = None
 
     memo: "TowerTokenMemo | None" = None
 

@@ -82,6 +82,9 @@ def run_protocol(protocol: str, system_name: str, data: Path, limit: int | None 
                   "counts": result.get("counts", {})}
     result["seconds"] = round(time.time() - started, 1)
     result["encoder"] = result_label(system_name)
+    photo_head = getattr(system.encoder, "photo_query_id", None) if system.encoder is not None else None
+    if photo_head:   # image-only queries went through it (i2mm, robustness)
+        result["photo_query"] = photo_head
     return result
 
 
