@@ -60,7 +60,22 @@ class Encoder:
     ) -> np.ndarray:
         """Search queries, as `encode`; an encoder with a photo-query head (moon-lite) embeds
         image-only queries with it. Products always go through `encode` / `encode_views`."""
-        return self.encode(texts, images)
+        from moonsearch.encoder.photo_query import photo_rows
+
+        rows = photo_rows(texts, images) if self.photo_head is not None else []
+        if not rows:
+            return self.encode(texts, images)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        photos = set(rows)
+        others = [i for i in range(len(texts)) if i not in photos]
+        if others:
+            out[others] = self.encode([texts[i] for i in others], [images[i] for i in others])
+        out[rows] = self.encode_photo_queries([images[i] for i in rows])
+        return out
+
+    def encode_photo_queries(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Image-only queries through the photo-query head (encoders that have one)."""
+        raise NotImplementedError
 
     def encode_views(
         self, texts: Sequence[str], images: Sequence[Image.Image | None]

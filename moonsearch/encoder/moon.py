@@ -220,19 +220,9 @@ class MoonEncoder(Encoder):
         return l2_normalize(embeddings.float().cpu().numpy())
 
     @torch.inference_mode()
-    def encode_queries(self, texts, images) -> np.ndarray:
-        """As `encode`, with image-only queries through the photo-query head when there is one."""
-        rows = photo_query.photo_rows(texts, images) if self.photo_model is not None else []
-        if not rows:
-            return self.encode(texts, images)
-        out = np.zeros((len(texts), self.dim), np.float32)
-        photo = set(rows)
-        others = [i for i in range(len(texts)) if i not in photo]
-        if others:
-            out[others] = self.encode([texts[i] for i in others], [images[i] for i in others])
-        photos, _ = self.photo_model(self.segments([None] * len(rows), [images[i] for i in rows]))
-        out[rows] = l2_normalize(photos.float().cpu().numpy())
-        return out
+    def encode_photo_queries(self, images) -> np.ndarray:
+        photos, _ = self.photo_model(self.segments([None] * len(images), list(images)))
+        return l2_normalize(photos.float().cpu().numpy())
 
     @torch.inference_mode()
     def encode_views(self, texts, images) -> ProductViews:

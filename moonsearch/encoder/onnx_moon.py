@@ -277,24 +277,15 @@ class OnnxMoonEncoder(Encoder):
             out[start:stop] = self.fuse(*self._tower_inputs(list(texts[start:stop]), list(images[start:stop])))
         return out
 
-    def encode_queries(self, texts: Sequence[str | None], images: Sequence) -> np.ndarray:
-        """As `encode`, with image-only queries through the photo-query head when there is one."""
-        rows = photo_query.photo_rows(texts, images) if self.photo_head is not None else []
-        if not rows:
-            return self.encode(texts, images)
-        out = np.zeros((len(texts), self.dim), np.float32)
-        photo = set(rows)
-        others = [i for i in range(len(texts)) if i not in photo]
-        if others:
-            out[others] = self.encode([texts[i] for i in others], [images[i] for i in others])
-        for start in range(0, len(rows), CHUNK):
-            part = rows[start:start + CHUNK]
-            tokens = self.image_tokens([images[i] for i in part])
+    def encode_photo_queries(self, images: Sequence) -> np.ndarray:
+        out = np.zeros((len(images), self.dim), np.float32)
+        for start in range(0, len(images), CHUNK):
+            part = list(images[start:start + CHUNK])
             fused = self.session("photo").run(None, {
                 "text_states": np.zeros((len(part), 1, TEXT_FEATURE_DIM), np.float32),
-                "text_mask": np.zeros((len(part), 1), bool), "image_tokens": tokens,
+                "text_mask": np.zeros((len(part), 1), bool), "image_tokens": self.image_tokens(part),
                 "image_mask": np.ones((len(part), IMAGE_TOKENS), bool)})[0]
-            out[part] = l2_normalize(fused)
+            out[start:start + len(part)] = l2_normalize(fused)
         return out
 
     def encode_views(self, texts: Sequence[str], images: Sequence) -> ProductViews:

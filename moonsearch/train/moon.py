@@ -40,6 +40,7 @@ from moonsearch.errors import MoonsearchError
 from moonsearch.shopper import ShopperQuery, is_relevant, shopper_query
 from moonsearch.progress import console, progress_bar
 from moonsearch.train.baseline import split_train_val
+from moonsearch.train.checkpoints import resume_checkpoint, save_checkpoint
 from moonsearch.train.report import prepare_output, save_training_outputs
 from moonsearch.train.schedule import plan_steps, warmup_cosine
 from moonsearch.train.token_cache import (TokenCache, build_photo_view_cache, build_training_cache,
@@ -412,18 +413,9 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
     scheduler = warmup_cosine(optimizer, total_steps)
     history, start_epoch, seconds_before = [], 0, 0.0
     checkpoint = _checkpoint_path(Path(out))
-    if resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False, map_location=device)
-        if state["config"] == config:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            history, start_epoch = state["history"], state["epoch"]
-            np_rng.bit_generator.state = state["np_rng"]
-            rng.setstate(state["rng"])
-            torch.set_rng_state(state["torch_rng"])
-            seconds_before = state.get("seconds", 0.0)   # earlier runs' wall time, so the report covers them all
-            console.log(f"resumed from {checkpoint} after epoch {start_epoch}")
+    restored = resume_checkpoint(checkpoint, config, device, model, optimizer, scheduler, np_rng, rng) if resume else None
+    if restored is not None:
+        history, start_epoch, seconds_before = restored
     model.train()
     with progress_bar() as bar:
         task = bar.add_task(f"training {config.get('name', 'moon-lite')}", total=total_steps,
@@ -448,12 +440,8 @@ def train_moon(catalog: Path, config: dict, out: Path, cache_dir: Path | None = 
                       **validate(model, batcher, val_rows)}
             history.append(record)
             console.log(record)
-            tmp = checkpoint.with_name(checkpoint.name + ".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
-                        "config": config, "np_rng": np_rng.bit_generator.state, "rng": rng.getstate(),
-                        "torch_rng": torch.get_rng_state(), "seconds": seconds_before + time.time() - started}, tmp)
-            tmp.replace(checkpoint)
+            save_checkpoint(checkpoint, config, model, optimizer, scheduler, history, epoch + 1, np_rng,
+                            seconds_before + time.time() - started, rng)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}")
 

@@ -30,6 +30,7 @@ from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM
 from moonsearch.errors import MoonsearchError
 from moonsearch.progress import console, progress_bar
 from moonsearch.train.baseline import split_train_val
+from moonsearch.train.checkpoints import resume_checkpoint, save_checkpoint
 from moonsearch.train.report import prepare_output, save_training_outputs
 from moonsearch.train.schedule import plan_steps, warmup_cosine
 from moonsearch.train.token_cache import TokenCache, build_photo_view_cache, build_training_cache
@@ -148,17 +149,9 @@ def train_photo_query(catalog: Path, config: dict, out: Path, resume: bool = Tru
     history = [{"epoch": 0, "val photo->mm hit@1": photo_hit1(head, photo_views, val_rows, bank, position[val_rows])}]
     start_epoch, seconds_before = 0, 0.0
     checkpoint = Path(out).with_name(Path(out).name + ".checkpoint.pt")
-    if resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False, map_location=device)
-        if state["config"] == config:
-            head.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            history, start_epoch = state["history"], state["epoch"]
-            np_rng.bit_generator.state = state["np_rng"]
-            torch.set_rng_state(state["torch_rng"])
-            seconds_before = state.get("seconds", 0.0)
-            console.log(f"resumed from {checkpoint} after epoch {start_epoch}")
+    restored = resume_checkpoint(checkpoint, config, device, head, optimizer, scheduler, np_rng) if resume else None
+    if restored is not None:
+        history, start_epoch, seconds_before = restored
     temperature = float(loss_cfg["temperature"])
     with progress_bar() as bar:
         task = bar.add_task(f"training {config.get('name', 'photo-query')}", total=total_steps,
@@ -182,12 +175,8 @@ def train_photo_query(catalog: Path, config: dict, out: Path, resume: bool = Tru
                       "val photo->mm hit@1": photo_hit1(head, photo_views, val_rows, bank, position[val_rows])}
             history.append(record)
             console.log(record)
-            tmp = checkpoint.with_name(checkpoint.name + ".tmp")
-            torch.save({"model": head.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
-                        "config": config, "np_rng": np_rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                        "seconds": seconds_before + time.time() - started}, tmp)
-            tmp.replace(checkpoint)
+            save_checkpoint(checkpoint, config, head, optimizer, scheduler, history, epoch + 1, np_rng,
+                            seconds_before + time.time() - started)
 
     from moonsearch.encoder.base import file_sha256
 
