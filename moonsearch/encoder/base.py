@@ -91,6 +91,12 @@ class Encoder:
         )
 
 
+def query_encoding(encoder):
+    """How `encoder` embeds search queries: its encode_queries, or encode for a duck-typed
+    encoder (user code, tests) that only has encode."""
+    return getattr(encoder, "encode_queries", encoder.encode)
+
+
 def read_weights(weights_path: Path) -> tuple[dict, dict]:
     """A shipped model's config (`<name>.json`, written beside it by the trainer) and tensors."""
     from safetensors.torch import load_file

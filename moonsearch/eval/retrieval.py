@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from moonsearch.catalog import ImageError, load_image
+from moonsearch.encoder.base import query_encoding
 from moonsearch.errors import MoonsearchError
 from moonsearch.eval.metrics import accuracy, average_precision_at_k, hit_at_k, precision_at_k
 
@@ -84,7 +85,7 @@ def embed(
         rows = [j for j in range(len(batch_texts)) if batch_texts[j] is not None or batch_images[j] is not None]
         if not rows:
             continue
-        encode = encoder.encode_queries if queries else encoder.encode
+        encode = query_encoding(encoder) if queries else encoder.encode
         vectors = np.asarray(encode([batch_texts[j] for j in rows], [batch_images[j] for j in rows]), np.float32)
         if vectors.shape != (len(rows), out.shape[1]):
             raise ValueError(f"encoder returned shape {vectors.shape} for {len(rows)} inputs of dim {out.shape[1]}")

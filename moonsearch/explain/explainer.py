@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from moonsearch.errors import MoonsearchError
+from moonsearch.encoder.base import query_encoding
 from moonsearch.encoder.tokens import TokenBreakdown
 
 # Display labels for WordPiece (MiniLM) and BPE / SentencePiece word-start markers.
@@ -333,7 +334,7 @@ def explain(index_or_encoder, product, text: str | None = None, image=None, veri
     if not text and picture is None:
         raise MoonsearchError("give a query text, a query image, or both")
 
-    query = encoder.encode_queries([text or None], [picture])[0]
+    query = query_encoding(encoder)([text or None], [picture])[0]
     breakdown: TokenBreakdown = tokens_of(item.text, item.image)
     common = dict(text=text or None, query_image=picture_path,
                   encoder_id=getattr(encoder, "encoder_id", getattr(encoder, "name", "?")),

@@ -21,7 +21,7 @@ from PIL import Image
 
 from moonsearch.catalog.images import load_query_image
 from moonsearch.devices import placement_for
-from moonsearch.encoder.base import VIEWS, Encoder
+from moonsearch.encoder.base import VIEWS, Encoder, query_encoding
 from moonsearch.encoder.registry import load_encoder
 from moonsearch.errors import IndexFormatError, MoonsearchError
 from moonsearch.store.backends import check_backend, open_records, open_vectors
@@ -146,7 +146,7 @@ class ProductIndex:
         if not text and image is None:
             raise MoonsearchError("give a query text, a query image, or both")
         picture = load_query_image(image) if image is not None else None
-        return self.encoder.encode_queries([text or None], [picture])
+        return query_encoding(self.encoder)([text or None], [picture])
 
     def allowed_rows(self, filters: Sequence[Filter | str], view: str):
         parsed = [f if isinstance(f, Filter) else parse_filters([f])[0] for f in filters or ()]
