@@ -86,7 +86,8 @@ def browser():
     driver.quit()
 
 
-def wait(driver, condition, seconds=30):
+def wait(driver, condition, seconds=60):
+    """Generous: on a loaded 2-core machine a first search (index, encoder, page) took over 30 s."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(driver, seconds, poll_frequency=0.2).until(condition)
