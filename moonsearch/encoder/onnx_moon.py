@@ -237,8 +237,9 @@ class OnnxMoonEncoder(Encoder):
         return np.ascontiguousarray(maps.reshape(len(images), IMAGE_FEATURE_DIM, -1).transpose(0, 2, 1),
                                     dtype=np.float32)
 
-    def fuse(self, text_states, text_mask, image_tokens, image_mask) -> np.ndarray:
-        out = self.session("fusion").run(None, {
+    def fuse(self, text_states, text_mask, image_tokens, image_mask, graph: str = "fusion") -> np.ndarray:
+        """The fusion model (`graph` "photo": the photo-query head) -> normalised embeddings."""
+        out = self.session(graph).run(None, {
             "text_states": np.ascontiguousarray(text_states, np.float32), "text_mask": np.ascontiguousarray(text_mask, bool),
             "image_tokens": np.ascontiguousarray(image_tokens, np.float32), "image_mask": np.ascontiguousarray(image_mask, bool)})[0]
         return l2_normalize(out)
@@ -281,11 +282,9 @@ class OnnxMoonEncoder(Encoder):
         out = np.zeros((len(images), self.dim), np.float32)
         for start in range(0, len(images), CHUNK):
             part = list(images[start:start + CHUNK])
-            fused = self.session("photo").run(None, {
-                "text_states": np.zeros((len(part), 1, TEXT_FEATURE_DIM), np.float32),
-                "text_mask": np.zeros((len(part), 1), bool), "image_tokens": self.image_tokens(part),
-                "image_mask": np.ones((len(part), IMAGE_TOKENS), bool)})[0]
-            out[start:start + len(part)] = l2_normalize(fused)
+            n = len(part)
+            out[start:start + n] = self.fuse(np.zeros((n, 1, TEXT_FEATURE_DIM), np.float32), np.zeros((n, 1), bool),
+                                             self.image_tokens(part), np.ones((n, IMAGE_TOKENS), bool), graph="photo")
         return out
 
     def encode_views(self, texts: Sequence[str], images: Sequence) -> ProductViews:
