@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from moonsearch.encoder.moon import MoonEncoder
-from moonsearch.encoder.photo_query import photo_query_path
+from moonsearch.encoder.query_heads import head_path
 from moonsearch.train.baseline import load_config
 from moonsearch.train.moon import train_moon
 from moonsearch.train.photo_query import default_output, mirrored_grid, train_photo_query
@@ -60,7 +60,7 @@ def catalog_images(catalog):
 
 def test_the_head_is_written_beside_its_base_and_names_it(trained):
     head = trained["head"]
-    assert head == photo_query_path(trained["base"]) and head.name == "shop-photo-query.safetensors"
+    assert head == head_path(trained["base"], "photo") and head.name == "shop-photo-query.safetensors"
     saved = json.loads(head.with_suffix(".json").read_text())
     encoder = MoonEncoder.load(trained["base"])
     assert saved["base"] == encoder.encoder_id == trained["report"]["base"]
@@ -74,7 +74,7 @@ def test_only_image_only_queries_go_through_the_head(trained):
     """Products, text queries and image+text queries are the base's vectors exactly; photos are not."""
     texts, images = catalog_images(trained["catalog"])
     encoder = MoonEncoder.load(trained["base"])
-    assert encoder.photo_model is not None
+    assert "photo" in encoder.head_models
     n = len(texts)
     mixed_texts = [texts[0], None, texts[2], None]
     mixed_images = [None, images[1], images[2], images[3]]
@@ -99,11 +99,11 @@ def test_a_head_trained_for_other_weights_is_not_used(trained, tmp_path):
     other = tmp_path / "shop.safetensors"
     shutil.copy(trained["base"], other)
     shutil.copy(trained["base"].with_suffix(".json"), other.with_suffix(".json"))
-    shutil.copy(trained["head"], photo_query_path(other))
+    shutil.copy(trained["head"], head_path(other, "photo"))
     saved = json.loads(trained["head"].with_suffix(".json").read_text())
-    photo_query_path(other).with_suffix(".json").write_text(json.dumps({**saved, "base": "shop@0000000000000000"}))
+    head_path(other, "photo").with_suffix(".json").write_text(json.dumps({**saved, "base": "shop@0000000000000000"}))
     encoder = MoonEncoder.load(other)
-    assert encoder.photo_model is None
+    assert "photo" not in encoder.head_models
     _, images = catalog_images(trained["catalog"])
     np.testing.assert_array_equal(encoder.encode_queries([None], images[:1]), encoder.encode([None], images[:1]))
 
@@ -113,7 +113,7 @@ def test_onnx_runtime_embeds_photo_queries_with_the_head_as_torch_does(trained):
 
     texts, images = catalog_images(trained["catalog"])
     onnx = OnnxMoonEncoder.load(trained["base"])
-    assert onnx.paths["photo"].is_file()                          # exported once, cached
+    assert onnx.paths["photo-query"].is_file()                          # exported once, cached
     torch_encoder = MoonEncoder.load(trained["base"])
     mixed_texts, mixed_images = [None, texts[1], None], [images[0], None, images[2]]
     got, expected = onnx.encode_queries(mixed_texts, mixed_images), torch_encoder.encode_queries(mixed_texts, mixed_images)

@@ -36,12 +36,25 @@ class Encoder:
     dim: int
     weights_path: Path | None = None
 
-    photo_head: Path | None = None   # moon-lite's photo-query head, when it has one (encoder/photo_query.py)
+    # kind -> the query head that embeds that kind of query (moon-lite's; encoder/query_heads.py)
+    heads: dict = {}
+
+    @property
+    def photo_head(self) -> Path | None:
+        return self.heads.get("photo")
+
+    def head_id(self, kind: str) -> str | None:
+        """A query head's name and weights hash, recorded beside results it made."""
+        head = self.heads.get(kind)
+        return None if head is None else f"{head.stem}@{file_sha256(head)[:16]}"
 
     @property
     def photo_query_id(self) -> str | None:
-        """The photo-query head's name and weights hash, recorded beside results it made."""
-        return None if self.photo_head is None else f"{self.photo_head.stem}@{file_sha256(self.photo_head)[:16]}"
+        return self.head_id("photo")
+
+    @property
+    def text_query_id(self) -> str | None:
+        return self.head_id("text")
 
     @property
     def encoder_id(self) -> str:
@@ -58,23 +71,25 @@ class Encoder:
     def encode_queries(
         self, texts: Sequence[str | None], images: Sequence[Image.Image | None]
     ) -> np.ndarray:
-        """Search queries, as `encode`; an encoder with a photo-query head (moon-lite) embeds
-        image-only queries with it. Products always go through `encode` / `encode_views`."""
-        from moonsearch.encoder.photo_query import photo_rows
+        """Search queries, as `encode`; an encoder with query heads (moon-lite) embeds the
+        queries of each head's kind with it (image-only: photo, text-only: text). Products
+        always go through `encode` / `encode_views`."""
+        from moonsearch.encoder.query_heads import query_rows
 
-        rows = photo_rows(texts, images) if self.photo_head is not None else []
-        if not rows:
+        by_kind = {kind: rows for kind in self.heads if (rows := query_rows(texts, images, kind))}
+        if not by_kind:
             return self.encode(texts, images)
         out = np.zeros((len(texts), self.dim), np.float32)
-        photos = set(rows)
-        others = [i for i in range(len(texts)) if i not in photos]
+        taken = {i for rows in by_kind.values() for i in rows}
+        others = [i for i in range(len(texts)) if i not in taken]
         if others:
             out[others] = self.encode([texts[i] for i in others], [images[i] for i in others])
-        out[rows] = self.encode_photo_queries([images[i] for i in rows])
+        for kind, rows in by_kind.items():
+            out[rows] = self.encode_head(kind, [texts[i] for i in rows], [images[i] for i in rows])
         return out
 
-    def encode_photo_queries(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Image-only queries through the photo-query head (encoders that have one)."""
+    def encode_head(self, kind: str, texts: Sequence, images: Sequence) -> np.ndarray:
+        """Queries through the `kind` query head (encoders that have one)."""
         raise NotImplementedError
 
     def encode_views(

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from moonsearch.encoder import photo_query
+from moonsearch.encoder import query_heads
 from moonsearch.encoder.base import Encoder, ProductViews, l2_normalize, read_weights
 from moonsearch.encoder.moe import MoEFeedForward, ObjectiveWeights
 from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM, Towers
@@ -162,16 +162,16 @@ class MoonEncoder(Encoder):
         model.load_state_dict(tensors)
         encoder = cls(model, config["model"], weights_path=Path(weights_path), device=device)
         encoder.name = Path(weights_path).stem   # ablations ship as moon-lite-<variant>
-        head = photo_query.head_for(weights_path, lambda: encoder.encoder_id)
-        if head is not None:
+        encoder.heads = query_heads.heads_for(weights_path, lambda: encoder.encoder_id)
+        encoder.head_models = {}
+        for kind, head in encoder.heads.items():
             head_config, head_tensors = read_weights(head)
-            encoder.photo_model = MoonLite(**head_config["model"])
-            encoder.photo_model.load_state_dict(head_tensors)
-            encoder.photo_model = encoder.photo_model.eval().to(device)
-            encoder.photo_head = head
+            model = MoonLite(**head_config["model"])
+            model.load_state_dict(head_tensors)
+            encoder.head_models[kind] = model.eval().to(device)
         return encoder
 
-    photo_model: MoonLite | None = None     # the photo-query head (moonsearch.encoder.photo_query)
+    head_models: dict = {}     # kind -> the query head's MoonLite (moonsearch.encoder.query_heads)
 
     memo: "TowerTokenMemo | None" = None
 
@@ -220,9 +220,9 @@ class MoonEncoder(Encoder):
         return l2_normalize(embeddings.float().cpu().numpy())
 
     @torch.inference_mode()
-    def encode_photo_queries(self, images) -> np.ndarray:
-        photos, _ = self.photo_model(self.segments([None] * len(images), list(images)))
-        return l2_normalize(photos.float().cpu().numpy())
+    def encode_head(self, kind: str, texts, images) -> np.ndarray:
+        embeddings, _ = self.head_models[kind](self.segments(list(texts), list(images)))
+        return l2_normalize(embeddings.float().cpu().numpy())
 
     @torch.inference_mode()
     def encode_views(self, texts, images) -> ProductViews:

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from moonsearch.cache import cache_root
-from moonsearch.encoder import photo_query
+from moonsearch.encoder import query_heads
 from moonsearch.encoder.base import Encoder, ProductViews, file_sha256, l2_normalize
 from moonsearch.encoder.pixels import IMAGE_SIZE, images_to_batch
 from moonsearch.errors import MoonsearchError
@@ -36,7 +36,8 @@ IMAGE_TOKENS = 12
 CHUNK = 128                   # rows per tower run: bounds memory for eval-sized encode() calls
 INPUTS = {"text": ["input_ids", "attention_mask", "token_type_ids"], "image": ["pixels"],
           "fusion": ["text_states", "text_mask", "image_tokens", "image_mask"]}
-INPUTS["photo"] = INPUTS["fusion"]   # the photo-query head is a fusion model with weights of its own
+for _kind in query_heads.KINDS:   # a query head is a fusion model with weights of its own: graph "<kind>-query"
+    INPUTS[f"{_kind}-query"] = INPUTS["fusion"]
 
 
 def _session_options(threads: int | None):
@@ -109,7 +110,7 @@ def export_graph(kind: str, weights_path: Path, path: Path) -> None:
             export.export_text(minilm_dir(), path)
         elif kind == "image":
             export.export_image(efficientnet_file(), path, IMAGE_SIZE)
-        else:   # "fusion", or "photo" with the head's weights file
+        else:   # "fusion", or a "<kind>-query" head with the head's weights file
             export.export_fusion(Path(weights_path), path)
     except MoonsearchError:
         raise
@@ -159,14 +160,15 @@ class OnnxMoonEncoder(Encoder):
         self._tokenizer: Tokenizer | None = None
         self._torch = None
         self._encoder_id: str | None = None
-        self.photo_head = photo_query.head_for(self.weights_path, lambda: self.encoder_id)
-        if self.photo_head is not None:
-            key = weights_digest(self.photo_head)[:16]
-            self.paths["photo"] = cache_root() / "onnx" / f"moon-lite-photo-query-{key}-v{EXPORT_VERSION['fusion']}.onnx"
+        self.heads = query_heads.heads_for(self.weights_path, lambda: self.encoder_id)
+        for head_kind, head in self.heads.items():
+            key = weights_digest(head)[:16]
+            self.paths[f"{head_kind}-query"] = (cache_root() / "onnx" /
+                                                f"moon-lite-{head_kind}-query-{key}-v{EXPORT_VERSION['fusion']}.onnx")
 
     def _source(self, kind: str) -> Path:
-        """The weights a graph is exported from: the head's for "photo", else the model's."""
-        return self.photo_head if kind == "photo" else self.weights_path
+        """The weights a graph is exported from: the head's for "<kind>-query", else the model's."""
+        return self.heads[kind[:-len("-query")]] if kind.endswith("-query") else self.weights_path
 
     @classmethod
     def load(cls, weights_path: Path, threads: int | None = None) -> "OnnxMoonEncoder":
@@ -238,7 +240,7 @@ class OnnxMoonEncoder(Encoder):
                                     dtype=np.float32)
 
     def fuse(self, text_states, text_mask, image_tokens, image_mask, graph: str = "fusion") -> np.ndarray:
-        """The fusion model (`graph` "photo": the photo-query head) -> normalised embeddings."""
+        """The fusion model (`graph` "<kind>-query": that query head) -> normalised embeddings."""
         out = self.session(graph).run(None, {
             "text_states": np.ascontiguousarray(text_states, np.float32), "text_mask": np.ascontiguousarray(text_mask, bool),
             "image_tokens": np.ascontiguousarray(image_tokens, np.float32), "image_mask": np.ascontiguousarray(image_mask, bool)})[0]
@@ -278,13 +280,12 @@ class OnnxMoonEncoder(Encoder):
             out[start:stop] = self.fuse(*self._tower_inputs(list(texts[start:stop]), list(images[start:stop])))
         return out
 
-    def encode_photo_queries(self, images: Sequence) -> np.ndarray:
-        out = np.zeros((len(images), self.dim), np.float32)
-        for start in range(0, len(images), CHUNK):
-            part = list(images[start:start + CHUNK])
-            n = len(part)
-            out[start:start + n] = self.fuse(np.zeros((n, 1, TEXT_FEATURE_DIM), np.float32), np.zeros((n, 1), bool),
-                                             self.image_tokens(part), np.ones((n, IMAGE_TOKENS), bool), graph="photo")
+    def encode_head(self, kind: str, texts: Sequence, images: Sequence) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for start in range(0, len(texts), CHUNK):
+            stop = start + CHUNK
+            out[start:stop] = self.fuse(*self._tower_inputs(list(texts[start:stop]), list(images[start:stop])),
+                                        graph=f"{kind}-query")
         return out
 
     def encode_views(self, texts: Sequence[str], images: Sequence) -> ProductViews:

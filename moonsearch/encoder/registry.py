@@ -22,10 +22,10 @@ def weights_file(name: str) -> Path:
 
 
 def available_encoders() -> list[str]:
-    """Shipped encoders by name (a photo-query head is part of its base model, not an encoder)."""
-    from moonsearch.encoder.photo_query import is_photo_query_weights
+    """Shipped encoders by name (a query head is part of its base model, not an encoder)."""
+    from moonsearch.encoder.query_heads import is_head_weights
 
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if not is_photo_query_weights(p))
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if not is_head_weights(p))
 
 
 RUNTIMES = ("auto", "onnx", "torch")

@@ -85,6 +85,9 @@ def run_protocol(protocol: str, system_name: str, data: Path, limit: int | None 
     photo_head = getattr(system.encoder, "photo_query_id", None) if system.encoder is not None else None
     if photo_head:   # image-only queries went through it (i2mm, robustness)
         result["photo_query"] = photo_head
+    text_head = getattr(system.encoder, "text_query_id", None) if system.encoder is not None else None
+    if text_head:    # text-only queries went through it (t2mm, t2i, shopper, text-*)
+        result["text_query"] = text_head
     return result
 
 

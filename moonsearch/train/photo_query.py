@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from moonsearch.encoder.moon import IMAGE, TEXT, MoonLite, Segment, pad_tokens
-from moonsearch.encoder.photo_query import photo_query_path
+from moonsearch.encoder.query_heads import head_path
 from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM
 from moonsearch.errors import MoonsearchError
 from moonsearch.progress import console, progress_bar
@@ -110,7 +110,7 @@ def photo_hit1(model: MoonLite, photo_views: np.ndarray, rows: np.ndarray, bank:
 def train_photo_query(catalog: Path, config: dict, out: Path, resume: bool = True, device: str = "cpu",
                       cache_dir: Path | None = None, limit: int | None = None) -> dict:
     """Train the head for config["base"]; writes out.safetensors/.json/.report.json (`out` is
-    normally the base weights' photo_query_path, where MoonEncoder.load finds it)."""
+    normally the base weights' head_path(..., "photo"), where MoonEncoder.load finds it)."""
     out = prepare_output(out)
     base_path, saved, tensors = load_base(config["base"])
     base_training = saved["training"]
@@ -199,6 +199,6 @@ def default_output(base: str) -> Path:
     """Beside the base weights, under the name MoonEncoder.load looks for (without suffix)."""
     from moonsearch.encoder.registry import weights_file
 
-    path = photo_query_path(weights_file(str(base)))
+    path = head_path(weights_file(str(base)), "photo")
     return path.with_suffix("")
 
