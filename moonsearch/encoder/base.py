@@ -37,15 +37,15 @@ class Encoder:
     weights_path: Path | None = None
 
     # kind -> the query head that embeds that kind of query (moon-lite's; encoder/query_heads.py)
-    heads: dict = {}
+    query_heads: dict = {}
 
     @property
     def photo_head(self) -> Path | None:
-        return self.heads.get("photo")
+        return self.query_heads.get("photo")
 
     def head_id(self, kind: str) -> str | None:
         """A query head's name and weights hash, recorded beside results it made."""
-        head = self.heads.get(kind)
+        head = self.query_heads.get(kind)
         return None if head is None else f"{head.stem}@{file_sha256(head)[:16]}"
 
     @property
@@ -76,7 +76,7 @@ class Encoder:
         always go through `encode` / `encode_views`."""
         from moonsearch.encoder.query_heads import query_rows
 
-        by_kind = {kind: rows for kind in self.heads if (rows := query_rows(texts, images, kind))}
+        by_kind = {kind: rows for kind in self.query_heads if (rows := query_rows(texts, images, kind))}
         if not by_kind:
             return self.encode(texts, images)
         out = np.zeros((len(texts), self.dim), np.float32)

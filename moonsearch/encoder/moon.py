@@ -162,9 +162,9 @@ class MoonEncoder(Encoder):
         model.load_state_dict(tensors)
         encoder = cls(model, config["model"], weights_path=Path(weights_path), device=device)
         encoder.name = Path(weights_path).stem   # ablations ship as moon-lite-<variant>
-        encoder.heads = query_heads.heads_for(weights_path, lambda: encoder.encoder_id)
+        encoder.query_heads = query_heads.heads_for(weights_path, lambda: encoder.encoder_id)
         encoder.head_models = {}
-        for kind, head in encoder.heads.items():
+        for kind, head in encoder.query_heads.items():
             head_config, head_tensors = read_weights(head)
             model = MoonLite(**head_config["model"])
             model.load_state_dict(head_tensors)

@@ -160,15 +160,15 @@ class OnnxMoonEncoder(Encoder):
         self._tokenizer: Tokenizer | None = None
         self._torch = None
         self._encoder_id: str | None = None
-        self.heads = query_heads.heads_for(self.weights_path, lambda: self.encoder_id)
-        for head_kind, head in self.heads.items():
+        self.query_heads = query_heads.heads_for(self.weights_path, lambda: self.encoder_id)
+        for head_kind, head in self.query_heads.items():
             key = weights_digest(head)[:16]
             self.paths[f"{head_kind}-query"] = (cache_root() / "onnx" /
                                                 f"moon-lite-{head_kind}-query-{key}-v{EXPORT_VERSION['fusion']}.onnx")
 
     def _source(self, kind: str) -> Path:
         """The weights a graph is exported from: the head's for "<kind>-query", else the model's."""
-        return self.heads[kind[:-len("-query")]] if kind.endswith("-query") else self.weights_path
+        return self.query_heads[kind[:-len("-query")]] if kind.endswith("-query") else self.weights_path
 
     @classmethod
     def load(cls, weights_path: Path, threads: int | None = None) -> "OnnxMoonEncoder":
