@@ -42,13 +42,19 @@ def product_vectors(products, index_path: Path | None, encoder_name: str):
             raise MoonsearchError(f"{index_path} lacks {len(missing)} of the products (e.g. {missing[0]})")
         vectors = index.stored_vectors([keys[p.id] for p in products])
         encoder = index.encoder
+        if encoder_name != "default":   # the same base weights (a candidate query head beside a copy of them)
+            from moonsearch.encoder.registry import load_encoder
+
+            encoder = load_encoder(encoder_name, device="cpu")
+            index.manifest.check_encoder(encoder.encoder_id, index_path)
     else:
         from moonsearch.encoder.registry import load_encoder
 
         encoder = load_encoder(encoder_name, device="cpu")
         texts = [product_text(p.title, p.attributes) for p in products]
         vectors = embed(encoder, texts, [first_loadable(p.images).image for p in products])
-    return (lambda texts: embed(encoder, texts, [None] * len(texts))), vectors, encoder.encoder_id
+    # text queries as the query layer embeds them (a text-query head, when the encoder has one)
+    return (lambda texts: embed(encoder, texts, [None] * len(texts), queries=True)), vectors, encoder
 
 
 def table(results: dict[str, dict]) -> str:
@@ -75,12 +81,15 @@ def main() -> None:
     parser.add_argument("--queries", type=Path, default=REPO.parent / "shared/data/queries/shopper_queries.jsonl")
     parser.add_argument("--split", choices=("test", "myntra-val"), default="test")
     parser.add_argument("--index", type=Path, help="An index of the catalog (its vectors are reused).")
-    parser.add_argument("--encoder", default="default", help="Without --index: the encoder to embed with.")
+    parser.add_argument("--encoder", default="default", help="The encoder to embed with (with --index: one with "
+                        "the index's weights, e.g. a copy beside a candidate text-query head).")
     parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks/results")
     parser.add_argument("--name", help="Result file name (default text_queries, text_queries-val).")
+    parser.add_argument("--keyword-weights", help="BM25 field weights, e.g. title=2,attributes=1 "
+                        "(default: moonsearch's, catalog.inputs.KEYWORD_WEIGHTS).")
     args = parser.parse_args()
 
-    from moonsearch.catalog.inputs import product_text
+    from moonsearch.catalog.inputs import keyword_text, keyword_weights
     from moonsearch.eval import text_queries
     from moonsearch.eval.protocols.myntra import (VALIDATION_SIZE, VALIDATION_SKIP, attribute_queries,
                                                   load_split)
@@ -93,8 +102,10 @@ def main() -> None:
     else:
         products = load_split(args.catalog, split="train", limit=VALIDATION_SKIP + VALIDATION_SIZE)[VALIDATION_SKIP:]
         queries = attribute_queries(products, 100)   # the queries `eval myntra-val` scores
-    embed_texts, vectors, encoder_id = product_vectors(products, args.index, args.encoder)
-    texts = [product_text(p.title, p.attributes) for p in products]
+    embed_texts, vectors, encoder = product_vectors(products, args.index, args.encoder)
+    encoder_id = encoder.encoder_id
+    weights = keyword_weights(args.keyword_weights)
+    texts = [keyword_text(p.title, p.attributes, weights) for p in products]   # what the keyword half reads
     results = {}
     for name, parse in (("verbatim (--no-parse)", False), ("understood", True)):
         results[name] = text_queries.run(embed_texts, products, vectors, texts, queries, parse=parse)
@@ -102,16 +113,17 @@ def main() -> None:
     out = {**{k: after[k] for k in ("shopper", "attribute", "variants")},
            "baseline": {k: before[k] for k in ("shopper", "attribute", "variants")},
            "split": args.split, "products": len(products), "shopper_queries": len(queries),
-           "encoder": encoder_id, "seconds": round(time.time() - started, 1)}
+           "encoder": encoder_id, "text_query": encoder.text_query_id, "keyword_weights": weights, "seconds": round(time.time() - started, 1)}
     name = args.name or ("text_queries" if args.split == "test" else "text_queries-val")
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     command = "python benchmarks/text_queries.py" + (f" --index {args.index}" if args.index else "") + \
-        ("" if args.split == "test" else " --split myntra-val")
+        ("" if args.split == "test" else " --split myntra-val") + \
+        (f" --keyword-weights {args.keyword_weights}" if args.keyword_weights else "")
     (args.results_dir / f"{name}.md").write_text(
         f"# Shopper language: text queries as shoppers write them\n\nMade by `{command}` on `{encoder_id}`, "
         f"{len(products)} products of `{args.split}`, {len(queries)} shopper queries; hybrid ranking (vectors + "
-        f"BM25) as `moonsearch query` ranks text. See benchmarks/README.md, \"Shopper language\".\n\n"
+        f"BM25, field weights {weights}) as `moonsearch query` ranks text. See benchmarks/README.md, \"Shopper language\".\n\n"
         + table(results))
     print(table(results))
 

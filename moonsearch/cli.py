@@ -34,6 +34,8 @@ def index(
     index_type: str = typer.Option("auto", "--index-type", help="auto | flat | ivf | hnsw."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
+    keyword_weights: Optional[str] = typer.Option(
+        None, "--keyword-weights", help="BM25 field weights, e.g. title=2,attributes=1 [default: moonsearch's]."),
 ):
     """Index a product catalog into FAISS + DuckDB."""
     from moonsearch.index.builder import build_index
@@ -41,7 +43,7 @@ def index(
 
     out = out or index_folder_for(catalog)
     summary = build_index(catalog, out, encoder=encoder, index_type=index_type, device=device,
-                          batch_size=batch_size)
+                          batch_size=batch_size, keyword_weights=keyword_weights)
     images = f"{summary.images} images embedded" + (
         f", {summary.image_failures} not loaded" if summary.image_failures else "")
     console.print(
@@ -299,11 +301,11 @@ def info(
 def train(
     data: Path = typer.Option(..., "--data", help="Training catalog (its train split is used; never test)."),
     config: str = typer.Option("moon-lite", "--config", help="Config name in moonsearch/train/configs (moon-lite, baseline, ablations) or a JSON path."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output path without suffix [default: moonsearch/encoder/weights/<the config's \"name\", else its file name>; MLLM: models/<name>; photo-query: beside its base model's weights, where the base finds it]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output path without suffix [default: moonsearch/encoder/weights/<the config's \"name\", else its file name>; MLLM: models/<name>; photo-query, text-query: beside its base model's weights, where the base finds it]."),
     backbone_path: Optional[Path] = typer.Option(None, "--backbone-path", help="MLLM configs: local Qwen2-VL / Qwen2.5-VL checkpoint folder (nothing is downloaded)."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the last epoch checkpoint of the same config."),
     device: str = typer.Option("auto", help="auto | cpu | cuda: moon-lite trains on a CUDA GPU when one is visible."),
-    init: Optional[str] = typer.Option(None, "--init", help="moon-lite: start from these weights instead of random ones (a shipped name such as moon-lite, or a .safetensors path), e.g. to fine-tune the shipped model on your catalog; sets the config's \"init\". photo-query: the moon-lite model the head is for (its \"base\")."),
+    init: Optional[str] = typer.Option(None, "--init", help="moon-lite: start from these weights instead of random ones (a shipped name such as moon-lite, or a .safetensors path), e.g. to fine-tune the shipped model on your catalog; sets the config's \"init\". photo-query, text-query: the moon-lite model the head is for (its \"base\")."),
 ):
     """Train an encoder on a catalog's train split (tower features are cached once)."""
     from moonsearch.train.run import train_encoder

@@ -19,6 +19,7 @@ from PIL import Image
 
 from moonsearch.catalog.images import ImageError, LoadedImage, first_loadable
 from moonsearch.catalog.models import Product
+from moonsearch.errors import MoonsearchError
 
 # Fields that say what the product is, in the order a shopper's words usually come.
 LEADING_FIELDS = (
@@ -82,6 +83,47 @@ def product_text(title: str, attributes: Mapping[str, Any]) -> str:
     if extra:
         text += ". " + ", ".join(extra)
     return text[:MAX_TEXT_CHARS]
+
+
+# Field weights of the keyword (BM25) half: chosen on myntra-val (docs/shopper-language.md).
+KEYWORD_WEIGHTS = {"title": 1, "attributes": 1}
+UNWEIGHTED = {"title": 1, "attributes": 1}   # what an index built before field weights used
+
+
+def keyword_weights(spec: str | Mapping[str, Any] | None) -> dict[str, int]:
+    """{"title": w, "attributes": w} from "title=2,attributes=1" or a mapping (None: the
+    default); each weight a whole number >= 1, since the product text holds every field once."""
+    if spec is None:
+        return dict(KEYWORD_WEIGHTS)
+    if isinstance(spec, str):
+        pairs = [part.split("=", 1) for part in spec.split(",") if part.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise MoonsearchError(f"keyword weights: expected title=N,attributes=N, got {spec!r}")
+        spec = {k.strip(): v.strip() for k, v in pairs}
+    weights = dict(KEYWORD_WEIGHTS)
+    for field, value in spec.items():
+        if field not in weights:
+            raise MoonsearchError(f"keyword weights: unknown field {field!r} (title, attributes)")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = 0
+        if isinstance(value, bool) or number < 1 or str(number) != str(value).strip():
+            raise MoonsearchError(f"keyword weights: {field} must be a whole number >= 1, got {value!r}")
+        weights[field] = number
+    return weights
+
+
+def keyword_text(title: str, attributes: Mapping[str, Any], weights: Mapping[str, int] = UNWEIGHTED) -> str:
+    """The text the keyword index is built from: the product text with the title repeated
+    `title` times and the attribute phrases `attributes` times in all. BM25 over it is BM25F
+    with those integer field weights (term frequencies and document length both weighted).
+    The embedded text (product_text) never changes, so product vectors do not depend on this."""
+    text = product_text(title, attributes)
+    head = text[:len(title.strip())]
+    tail = text[len(head) + 2:]          # after product_text's ". "
+    extra = [head] * (int(weights["title"]) - 1) + ([tail] * (int(weights["attributes"]) - 1) if tail else [])
+    return ". ".join([text, *extra]) if extra else text
 
 
 @dataclass

@@ -28,7 +28,8 @@ from moonsearch.catalog import Product, open_catalog
 from moonsearch.catalog.content import product_hash
 from moonsearch.encoder.base import VIEWS, Encoder
 from moonsearch.encoder.registry import load_encoder, weights_path
-from moonsearch.catalog.inputs import ModelInput, image_failure, model_input
+from moonsearch.catalog.inputs import ModelInput, image_failure, keyword_text, model_input
+from moonsearch.catalog.inputs import keyword_weights as keyword_weights_of
 from moonsearch.errors import MoonsearchError
 from moonsearch.store import faiss_vectors
 from moonsearch.store.backends import create_records, create_vectors
@@ -317,15 +318,20 @@ def build_index(
     threads: int | None = None,
     overlap: bool = True,
     sort_by_length: bool = True,
+    keyword_weights: dict | str | None = None,
 ) -> BuildSummary:
     """Index a catalog into `out`. `fail_after_batches` simulates a crash (tests only).
 
     `threads` overrides the indexing thread policy (moonsearch.threads); `overlap` decodes the
     next images in a background thread while the current batch encodes; `sort_by_length`
     batches products of similar text length together. Neither changes what is written beyond
-    float rounding; both off is the plain serial loop (tests compare the two)."""
+    float rounding; both off is the plain serial loop (tests compare the two).
+
+    `keyword_weights` ({"title": w, "attributes": w} or "title=2,attributes=1"; None: the
+    default) weights the fields of the text the keyword index reads; vectors do not depend on it."""
     started = time.time()
     out = Path(out)
+    weights = keyword_weights_of(keyword_weights)   # a bad spec fails before anything is read
     _check_replaceable(out)
     catalog = open_catalog(catalog_path)
     scan = catalog.scan()  # text-only pass: duplicate ids and bad text fail here, before any encoding
@@ -339,24 +345,26 @@ def build_index(
         if isinstance(encoder, str):
             encoder = load_encoder(encoder, device=placement.encoder)
         summary = _build(catalog, scan, out, encoder, kind, placement, batch_size, fail_after_batches,
-                         policy, overlap, sort_by_length)
+                         policy, overlap, sort_by_length, weights)
     summary.seconds = time.time() - started
     return summary
 
 
 def _build(catalog, scan, out: Path, encoder: Encoder, kind: str, placement, batch_size: int,
-           fail_after_batches: int | None, policy, overlap: bool, sort_by_length: bool) -> BuildSummary:
+           fail_after_batches: int | None, policy, overlap: bool, sort_by_length: bool,
+           weights: dict) -> BuildSummary:
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = WriteLock(out).acquire()   # one writer at a time, builds and live writes alike
     try:
         return _build_locked(catalog, scan, out, encoder, kind, placement, batch_size, fail_after_batches, policy,
-                             overlap, sort_by_length)
+                             overlap, sort_by_length, weights)
     finally:
         lock.release()
 
 
 def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placement, batch_size: int,
-                  fail_after_batches: int | None, policy, overlap: bool, sort_by_length: bool) -> BuildSummary:
+                  fail_after_batches: int | None, policy, overlap: bool, sort_by_length: bool,
+                  weights: dict) -> BuildSummary:
     _remove_stale_staging(out)
     staging = _staging_folder(out)
     shutil.rmtree(staging, ignore_errors=True)
@@ -408,6 +416,7 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
                     row=summary.products, id=product.id, title=product.title, description=product.description,
                     images=[str(p) for p in product.images], has_image=image is not None,
                     attributes=product.attributes, source=product.source, text=text,
+                    keywords=keyword_text(product.title, product.attributes, weights),
                     content_hash=product_hash(product)))
                 summary.products += 1
             writer.add(rows)
@@ -461,6 +470,7 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
             moonsearch_version=moonsearch.__version__,
             display_fields=_display_fields(attribute_counts),
             files=record_files(staging),
+            keyword_weights=weights,
         )
         _commit(staging, out, manifest)
     except BaseException:

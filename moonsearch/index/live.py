@@ -32,7 +32,7 @@ from moonsearch.catalog.content import product_hash
 from moonsearch.catalog.fields import RecordContext, build_product
 from moonsearch.catalog.models import Skip
 from moonsearch.encoder.base import VIEWS, Encoder
-from moonsearch.catalog.inputs import image_failure, model_input
+from moonsearch.catalog.inputs import UNWEIGHTED, image_failure, keyword_text, model_input
 from moonsearch.errors import MoonsearchError
 from moonsearch.store.backends import check_backend, create_vectors, open_records, open_vectors
 from moonsearch.index.further_images import after_first, embed_further
@@ -295,7 +295,7 @@ class IndexWriter:
         extras = ExtraImageMap.load(snapshot) or ExtraImageMap()
         retired = extras.retire(touched)
         encoding = time.time()
-        rows, views, further, failures = self._encode(todo, summary)
+        rows, views, further, failures = self._encode(todo, summary, manifest.keyword_weights or UNWEIGHTED)
         summary.encode_seconds = time.time() - encoding
         summary.encoded = len(rows)
         new_keys = np.array([r.row for r in rows], np.int64)
@@ -338,7 +338,7 @@ class IndexWriter:
                 continue
             _save_vectors(store, path)
 
-    def _encode(self, todo, summary: WriteSummary):
+    def _encode(self, todo, summary: WriteSummary, weights: dict):
         """ProductRows and the three views' vectors of the products to (re-)encode, in batches;
         and the vectors of their further images, as a build makes them."""
         rows: list[ProductRow] = []
@@ -361,6 +361,7 @@ class IndexWriter:
                 rows.append(ProductRow(row=key, id=product.id, title=product.title, description=product.description,
                                        images=[str(p) for p in product.images], has_image=given.image is not None,
                                        attributes=product.attributes, source=product.source, text=given.text,
+                                       keywords=keyword_text(product.title, product.attributes, weights),
                                        content_hash=digest))
             found = embed_further(self.encoder, more)
             summary.report += found.failures

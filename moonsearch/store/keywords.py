@@ -31,10 +31,20 @@ def load_fts(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"LOAD '{fts_extension_path()}'")
 
 
-def create_keyword_index(con: duckdb.DuckDBPyConnection) -> None:
-    """BM25 index over products.text (English stemming, lower-cased), built once all rows are in."""
+def keyword_column(con: duckdb.DuckDBPyConnection) -> str:
+    """The products column the keyword index reads: `keywords` (the product text with field
+    weights, catalog.inputs.keyword_text), or `text` in an index built before field weights."""
+    found = con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'products' "
+                        "AND column_name = 'keywords'").fetchone()[0]
+    return "keywords" if found else "text"
+
+
+def create_keyword_index(con: duckdb.DuckDBPyConnection, overwrite: bool = False) -> None:
+    """BM25 index over the products' keyword column (English stemming, lower-cased), built once
+    all rows are in (`overwrite`: rebuilt whole after writes; its statistics cover every product)."""
     load_fts(con)
-    con.execute("PRAGMA create_fts_index('products', 'row', 'text', stemmer='english', lower=1)")
+    con.execute(f"PRAGMA create_fts_index('products', 'row', '{keyword_column(con)}', stemmer='english', "
+                f"lower=1{', overwrite=1' if overwrite else ''})")
 
 
 def has_keyword_index(con: duckdb.DuckDBPyConnection) -> bool:

@@ -41,6 +41,10 @@ class Manifest:
     # {file name: {"bytes", "sha256"}} of this state's files (moonsearch.store.integrity); None:
     # written before checksums were recorded.
     files: dict | None = None
+    # BM25 field weights the keyword index was built with ({"title": w, "attributes": w},
+    # catalog.inputs.keyword_text); None: built before field weights, its keyword index reads
+    # the product text as it is (every weight 1).
+    keyword_weights: dict | None = None
 
     def write(self, folder: Path) -> None:
         tmp = Path(folder) / (MANIFEST_FILE + ".tmp")

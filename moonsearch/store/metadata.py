@@ -26,7 +26,8 @@ from moonsearch.store.attribute_index import AttributeIndex, load_attribute_inde
 from moonsearch.store.filters import Filter
 from moonsearch.store.integrity import damaged
 from moonsearch.store.interface import RecordStore
-from moonsearch.store.keywords import KEYWORD_SCHEMA, create_keyword_index, has_keyword_index, keyword_search, load_fts
+from moonsearch.store.keywords import (KEYWORD_SCHEMA, create_keyword_index, has_keyword_index, keyword_column,
+                                       keyword_search, load_fts)
 from moonsearch.store.postings import KeywordIndexMismatch, Postings, load_postings
 from moonsearch.store.records import COLUMNS, RecordTable, load_records, record
 
@@ -36,7 +37,7 @@ SCHEMA = """
 CREATE TABLE products (
     row INTEGER PRIMARY KEY, id VARCHAR NOT NULL UNIQUE, title VARCHAR NOT NULL,
     description VARCHAR, images VARCHAR[], has_image BOOLEAN NOT NULL,
-    attributes JSON, source VARCHAR, text VARCHAR
+    attributes JSON, source VARCHAR, text VARCHAR, keywords VARCHAR
 );
 CREATE TABLE attributes (
     row INTEGER NOT NULL, key VARCHAR NOT NULL, value VARCHAR, value_lower VARCHAR, value_num DOUBLE
@@ -57,7 +58,8 @@ class ProductRow:
     has_image: bool
     attributes: Mapping[str, Any]
     source: str
-    text: str = ""              # what the encoder read (title + attributes): the keyword index's text
+    text: str = ""              # what the encoder read (title + attributes)
+    keywords: str | None = None  # what the keyword index reads (catalog.inputs.keyword_text); None: text
     content_hash: str = ""      # of the record and its image bytes: `update` re-encodes a product when it changes
 
 
@@ -103,6 +105,7 @@ def insert_rows(con, rows: Sequence[ProductRow]) -> None:
         "has_image": [r.has_image for r in rows],
         "attributes": [json.dumps(r.attributes, default=str, ensure_ascii=False) for r in rows],
         "source": [r.source for r in rows], "text": [r.text for r in rows],
+        "keywords": [r.text if r.keywords is None else r.keywords for r in rows],
     })
     pairs = [(r.row, k, v) for r in rows for k, v in flatten_attributes(r.attributes)]
     attributes = pa.table({
@@ -118,8 +121,10 @@ def insert_rows(con, rows: Sequence[ProductRow]) -> None:
     con.register("batch_products", products)
     con.register("batch_attributes", attributes)
     con.register("batch_hashes", hashes)
+    # an index built before field weights has no keywords column: its keyword index reads text
+    keywords = ", keywords" if keyword_column(con) == "keywords" else ""
     con.execute("INSERT INTO products SELECT row, id, title, description, images, has_image, "
-                "attributes::JSON, source, text FROM batch_products")
+                f"attributes::JSON, source, text{keywords} FROM batch_products")
     con.execute("INSERT INTO attributes SELECT * FROM batch_attributes")
     if hashed:
         con.execute("INSERT INTO hashes SELECT * FROM batch_hashes")
@@ -368,9 +373,7 @@ class MetadataStore(RecordStore):
         """Close; a writable store that changed first rebuilds its keyword index (BM25 statistics
         cover every product, so it is rebuilt whole, not patched) and checkpoints the file."""
         if self.writable and self._changed:
-            load_fts(self.con)
-            self.con.execute("PRAGMA create_fts_index('products', 'row', 'text', stemmer='english', "
-                             "lower=1, overwrite=1)")
+            create_keyword_index(self.con, overwrite=True)
             self.con.execute("CHECKPOINT")
             self._changed = False
         self.con.close()

@@ -29,6 +29,7 @@ from PIL import Image, ImageOps
 
 from moonsearch.catalog import open_catalog
 from moonsearch.catalog.images import first_loadable
+from moonsearch.catalog.inputs import KEYWORD_WEIGHTS, keyword_text
 from moonsearch.errors import MoonsearchError
 from moonsearch.eval import robustness, text_queries
 from moonsearch.eval.metrics import ranking_metrics
@@ -195,7 +196,7 @@ def run_products(system: System, products: list, queries: list[dict],
     else:
         products_mm = embed(encoder, texts, [None] * n)
         with_image = []
-    title_queries = embed(encoder, titles, [None] * n)
+    title_queries = embed(encoder, titles, [None] * n, queries=True)   # a text-query head embeds them
 
     metrics["t2mm"] = _rounded(retrieval_recall(title_queries, products_mm, groups, RECALL_KS))
     if with_image:
@@ -221,13 +222,17 @@ def run_products(system: System, products: list, queries: list[dict],
         metrics["attribute"] = {"acc": round(sum(known) / len(known), 4), "acc:baseColour": colour, "acc:Pattern": pattern}
     per_query: list[dict] = []
     if queries:
-        query_vectors = embed(encoder, [q["query"] for q in queries], [None] * len(queries))
+        query_vectors = embed(encoder, [q["query"] for q in queries], [None] * len(queries), queries=True)
         order = np.argsort(-(query_vectors @ products_mm.T), axis=1, kind="stable")[:, :100]
         metrics["shopper"], per_query = _shopper(order.tolist(), products, queries)
     # The query layer's ranking of shopper-written text, on the product vectors computed above:
     # only the queries are embedded (a few seconds), within CI's budget.
-    text_detail = text_queries.run(lambda batch: embed(encoder, batch, [None] * len(batch)), products, products_mm,
-                                   texts, queries)
+    # The keyword half reads what an index's keyword index holds: the product text, fields weighted.
+    keyword_texts = texts if system.text_of == "title" else [
+        keyword_text(p.title, p.attributes, KEYWORD_WEIGHTS) for p in products]
+    text_detail = text_queries.run(lambda batch: embed(encoder, batch, [None] * len(batch), queries=True),
+                                   products, products_mm,
+                                   keyword_texts, queries)
     metrics.update(text_queries.flat_metrics(text_detail))
     counts["image_failures"] = len(failures)
     result = {"dataset": "myntra", "encoder": system.name, "encoder_id": encoder.encoder_id,
