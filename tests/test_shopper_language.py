@@ -46,6 +46,15 @@ def test_price_phrase_kept_when_the_index_has_no_price():
     assert read.filters == () and "1000" in read.text and "no price field" in read.applied[0]
 
 
+@pytest.mark.parametrize("query", ["kurta for women", "women's kurta", "womens kurta", "Kurta for Women under 999"])
+def test_a_gender_after_the_noun_is_read_in_front(query):
+    """"kurta for women" and "women's kurta" embed as one text (overlap@10 was 0.3 on test)."""
+    read = understand(query)
+    assert read.text == "women kurta" and [b.values for b in read.boosts] == [("Women",)]
+    assert ("for women" in query.lower()) == any("read as 'women kurta'" in line for line in read.applied)
+    assert understand("for men").text == "for men"      # nothing to move in front of
+
+
 def test_a_bad_synonym_list_is_a_one_line_error(tmp_path):
     bad = tmp_path / "synonyms.tsv"
     bad.write_text("# comment\nno tab on this line\n")
