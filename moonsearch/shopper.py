@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from moonsearch.errors import MoonsearchError
 from moonsearch.jsonfiles import read_jsonl
@@ -117,3 +117,71 @@ def shopper_queries(attributes: Mapping[str, Any], rng: random.Random, count: in
     """Short queries a shopper might type for this product, built from its attributes."""
     options = _shopper_options(attributes, rng)
     return [q.text for q in rng.sample(options, min(count, len(options)))]
+
+
+# Words a shopper puts after the noun for a gender or age ("kurta for women"); the catalog
+# writes the gender first ("Women Kurtas").
+_GENDER_WORDS = {"men": "men", "women": "women", "boys": "boys", "girls": "girls", "unisex": "unisex"}
+
+
+def _respell(text: str, rng: random.Random, spellings: Mapping[str, Sequence[str]], p: float) -> str:
+    """Each phrase of `text` that is one spelling of a group (`spellings`: phrase -> every
+    spelling of its group, canonical included) becomes a random spelling of it with chance `p`,
+    longest phrases first; phrases are whole words."""
+    words = text.split()
+    longest = max((len(k.split()) for k in spellings), default=0)
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        for n in range(min(longest, len(words) - i), 0, -1):
+            phrase = " ".join(words[i:i + n])
+            if phrase in spellings:
+                out.append(rng.choice(list(spellings[phrase])) if rng.random() < p else phrase)
+                i += n
+                break
+        else:
+            out.append(words[i])
+            i += 1
+    return " ".join(out)
+
+
+def text_query_options(attributes: Mapping[str, Any], rng: random.Random) -> list[ShopperQuery]:
+    """What the text-query head trains on (issue 20): the shopper options, plus Neck and
+    Occasion phrases ("round neck t-shirt", "party dress") and the gender in the orders
+    shoppers write it ("kurta for women", "women's kurta", "mens kurta")."""
+    options = _shopper_options(attributes, rng)
+    if not options:
+        return []
+    noun = options[-1].text            # the bare noun, always last
+    base_rule = options[-1].match
+
+    def rule(*keys: str) -> dict:
+        return {**base_rule, **{_rule_field(attributes, k): [str(attribute(attributes, k))] for k in keys}}
+
+    for key in ("Neck", "Occasion"):
+        value = attribute_text(attributes, key)
+        if value:
+            options.append(ShopperQuery(f"{value.lower()} {noun}", rule(key)))
+    gender = (attribute_text(attributes, "gender") or "").lower()
+    if gender in _GENDER_WORDS:
+        colour = attribute_text(attributes, "baseColour")
+        described = f"{colour.lower()} {noun}" if colour and rng.random() < 0.5 else noun
+        keys = ("gender", "baseColour") if described != noun else ("gender",)
+        orders = [f"{described} for {gender}", f"{gender} {described}"]
+        if not gender.endswith("s"):
+            orders += [f"{gender}'s {described}", f"{gender}s {described}"]
+        written = rng.choice(orders)
+        options.append(ShopperQuery(written, rule(*keys)))
+    return options
+
+
+def text_queries(attributes: Mapping[str, Any], rng: random.Random, count: int,
+                 spellings: Mapping[str, Sequence[str]] | None = None, p_respell: float = 0.5) -> list[ShopperQuery]:
+    """Up to `count` distinct training queries for a product with their relevance rules, each
+    respelled (`spellings`, from the synonym list inverted: "t-shirt" -> "tees") with chance
+    `p_respell` per phrase."""
+    options = text_query_options(attributes, rng)
+    chosen = rng.sample(options, min(count, len(options)))
+    if spellings:
+        chosen = [ShopperQuery(_respell(q.text, rng, spellings, p_respell), q.match) for q in chosen]
+    return chosen

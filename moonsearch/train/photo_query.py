@@ -56,7 +56,7 @@ def load_base(base: str) -> tuple[Path, dict, dict]:
         raise MoonsearchError(f"base: no weights at {path} (a shipped moon-lite name or a .safetensors path)")
     saved, tensors = read_weights(path)
     if saved.get("training", {}).get("encoder") != "moon-lite":
-        raise MoonsearchError(f"base: {path} is not a moon-lite model; a photo-query head extends one")
+        raise MoonsearchError(f"base: {path} is not a moon-lite model; a query head extends one")
     return path, saved, tensors
 
 

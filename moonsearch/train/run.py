@@ -7,7 +7,7 @@ from pathlib import Path
 
 from moonsearch.errors import MoonsearchError
 
-KINDS = ("baseline", "moon-lite", "mllm", "photo-query")
+KINDS = ("baseline", "moon-lite", "mllm", "photo-query", "text-query")
 MLLM_MODELS_DIR = Path("models")   # MLLM encoders are folders too big for the package
 
 
@@ -24,7 +24,7 @@ def train_encoder(data: Path, config: str, out: Path | None = None, backbone_pat
         raise MoonsearchError(f"config {config} trains '{kind}', which this version cannot train ({', '.join(KINDS)})")
     if backbone_path is not None and kind != "mllm":
         raise MoonsearchError(f"--backbone-path is for MLLM configs (such as mllm-qwen2vl); {config} trains '{kind}'")
-    if init is not None and kind == "photo-query":
+    if init is not None and kind in ("photo-query", "text-query"):
         cfg["base"] = init      # the model the head is for
     elif init is not None:
         if kind != "moon-lite":
@@ -42,6 +42,12 @@ def train_encoder(data: Path, config: str, out: Path | None = None, backbone_pat
 
         target = out or default_output(cfg["base"])
         return target, train_photo_query(data, cfg, target, resume=resume, device=placement_for(device, "flat").encoder)
+    if kind == "text-query":
+        from moonsearch.devices import placement_for
+        from moonsearch.train.text_query import default_output, train_text_query
+
+        target = out or default_output(cfg["base"])
+        return target, train_text_query(data, cfg, target, resume=resume, device=placement_for(device, "flat").encoder)
     if kind == "moon-lite":
         from moonsearch.devices import placement_for
         from moonsearch.train.moon import train_moon
