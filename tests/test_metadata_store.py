@@ -91,3 +91,55 @@ def test_file_is_a_real_duckdb_database(tmp_path):
     make_store(tmp_path).close()
     con = duckdb.connect(str(tmp_path / "metadata.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM attributes WHERE key = 'attributes.Pattern'").fetchone()[0] == 2
+
+
+def live_keys_and_values(path):
+    """What the summary tables stand for, grouped from every attribute row."""
+    con = duckdb.connect(str(path), read_only=True)
+    keys = con.execute("SELECT key, count(DISTINCT row) AS n FROM attributes GROUP BY key ORDER BY n DESC, key").fetchall()
+    values = con.execute("SELECT key, value, count(DISTINCT row) FROM attributes WHERE value IS NOT NULL "
+                         "GROUP BY key, value ORDER BY ALL").fetchall()
+    con.close()
+    return keys, values
+
+
+def summary_answers(folder):
+    s = MetadataStore(folder)
+    try:
+        keys = s.attribute_keys()
+        counts = s.value_counts([k for k, _ in keys])
+        return s._summarised(), keys, sorted((k, v, n) for k, found in counts.items() for v, n in found.items())
+    finally:
+        s.close()
+
+
+def test_attribute_summaries_answer_as_the_attribute_rows_after_build_and_writes(tmp_path):
+    make_store(tmp_path).close()
+    path = tmp_path / "metadata.duckdb"
+    summarised, keys, values = summary_answers(tmp_path)
+    assert summarised and (keys, values) == live_keys_and_values(path)
+    assert ("tags", "party", 1) in values and dict(keys)["gender"] == 3
+    # attributes are stored ordered by key (what lets a key's first read skip other keys' row groups)
+    con = duckdb.connect(str(path), read_only=True)
+    stored = [k for (k,) in con.execute("SELECT key FROM attributes").fetchall()]
+    con.close()
+    assert stored == sorted(stored)
+
+    writer = MetadataStore(tmp_path, writable=True)
+    assert not writer._summarised()      # a writable store reads the rows it is changing
+    writer.delete([1])
+    writer.upsert([ProductRow(7, "g", "Green Skirt", None, [], False,
+                              {"gender": "Women", "articleType": "Skirts", "fit": "Flared"}, "p.jsonl:4")])
+    assert dict(writer.attribute_keys())["fit"] == 1
+    writer.close()
+    summarised, keys, values = summary_answers(tmp_path)
+    assert summarised and (keys, values) == live_keys_and_values(path)
+    assert dict(keys)["fit"] == 1 and ("articleType", "Shirts", 1) in values
+
+    # a file from before the summaries answers the same from its attribute rows
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE attribute_keys")
+    con.execute("DROP TABLE attribute_values")
+    con.close()
+    summarised, old_keys, old_values = summary_answers(tmp_path)
+    assert not summarised and (old_keys, old_values) == (keys, values)

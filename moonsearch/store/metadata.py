@@ -132,6 +132,29 @@ def insert_rows(con, rows: Sequence[ProductRow]) -> None:
         con.unregister(name)
 
 
+# Small tables written when a file is finished, so that opening an index answers "which keys,
+# which values" from a few hundred rows instead of grouping every attribute row (~1.2M on 40k
+# Myntra products: 250 ms for the keys, 100 ms for the values, on a cold query). A file without
+# them (built before they existed, or being written) is answered from `attributes` itself.
+SUMMARY_TABLES = ("attribute_keys", "attribute_values")
+
+
+def summarise_attributes(con, sort: bool = False) -> None:
+    """(Re)write the summary tables; `sort` also rewrites `attributes` ordered by key, so that
+    DuckDB's per-row-group min/max skip every other key when one key's values are read (a
+    filter's first use: 84 -> 25 ms on 40k products). Rows a later write appends stay after
+    the sorted ones; only their row groups are then read for every key."""
+    if sort:
+        con.execute("CREATE TABLE attributes_sorted AS SELECT * FROM attributes LIMIT 0")
+        con.execute("INSERT INTO attributes_sorted SELECT * FROM attributes ORDER BY key, row")
+        con.execute("DROP TABLE attributes")
+        con.execute("ALTER TABLE attributes_sorted RENAME TO attributes")
+    con.execute("CREATE OR REPLACE TABLE attribute_keys AS "
+                "SELECT key, count(DISTINCT row) AS n FROM attributes GROUP BY key")
+    con.execute("CREATE OR REPLACE TABLE attribute_values AS SELECT key, value, count(DISTINCT row) AS n "
+                "FROM attributes WHERE value IS NOT NULL GROUP BY key, value")
+
+
 class MetadataWriter:
     """Appends products batch by batch into a new DuckDB file."""
 
@@ -144,6 +167,7 @@ class MetadataWriter:
         insert_rows(self.con, list(rows))
 
     def close(self) -> None:
+        summarise_attributes(self.con, sort=True)
         self.con.execute("CREATE INDEX attributes_key ON attributes (key)")
         create_keyword_index(self.con)
         self.con.execute("CHECKPOINT")
@@ -200,6 +224,7 @@ class MetadataStore(RecordStore):
         if writable:
             self.con.execute(HASHES_TABLE)
         self._keys: list[tuple[str, int]] | None = None
+        self._summaries: bool | None = None
         self._fts_loaded = False
         self._attributes: AttributeIndex | None = None
         self._postings: Postings | None | bool = None    # False: an fts index Postings does not score
@@ -295,16 +320,27 @@ class MetadataStore(RecordStore):
         """Filterable keys with how many products have them, most common first (read once: the
         store is read-only, and every filtered query checks its keys against this list)."""
         if self._keys is None:
-            self._keys = self.con.execute(
-                "SELECT key, count(DISTINCT row) AS n FROM attributes GROUP BY key ORDER BY n DESC, key"
-            ).fetchall()
+            source = "attribute_keys" if self._summarised() else \
+                "(SELECT key, count(DISTINCT row) AS n FROM attributes GROUP BY key)"
+            self._keys = self.con.execute(f"SELECT key, n FROM {source} ORDER BY n DESC, key").fetchall()
         return self._keys
+
+    def _summarised(self) -> bool:
+        """Whether the summary tables answer for this file: a read-only store of a file that has
+        them (a writable one changes `attributes` under them until `close` rewrites them)."""
+        if self._summaries is None:
+            self._summaries = not self.writable and self.con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name IN (SELECT unnest(?))",
+                [list(SUMMARY_TABLES)]).fetchone()[0] == len(SUMMARY_TABLES)
+        return self._summaries
 
     def value_counts(self, keys: Sequence[str]) -> dict[str, dict[str, int]]:
         """key -> {value: products having it} for these keys: the words a query may name a
         value by (moonsearch.store.query_language.AttributeWords), read once per state."""
-        found = self.con.execute("SELECT key, value, count(DISTINCT row) FROM attributes WHERE key IN "
-                                 "(SELECT unnest(?)) AND value IS NOT NULL GROUP BY key, value", [list(keys)]).fetchall()
+        source = "attribute_values" if self._summarised() else \
+            "(SELECT key, value, count(DISTINCT row) AS n FROM attributes WHERE value IS NOT NULL GROUP BY key, value)"
+        found = self.con.execute(f"SELECT key, value, n FROM {source} WHERE key IN (SELECT unnest(?))",
+                                 [list(keys)]).fetchall()
         counts: dict[str, dict[str, int]] = {key: {} for key in keys}
         for key, value, n in found:
             counts[key][value] = int(n)
@@ -371,9 +407,11 @@ class MetadataStore(RecordStore):
 
     def close(self) -> None:
         """Close; a writable store that changed first rebuilds its keyword index (BM25 statistics
-        cover every product, so it is rebuilt whole, not patched) and checkpoints the file."""
+        cover every product, so it is rebuilt whole, not patched) and the attribute summaries,
+        and checkpoints the file."""
         if self.writable and self._changed:
             create_keyword_index(self.con, overwrite=True)
+            summarise_attributes(self.con)
             self.con.execute("CHECKPOINT")
             self._changed = False
         self.con.close()
