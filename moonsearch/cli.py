@@ -425,6 +425,8 @@ def serve(
     max_image_pixels: int = typer.Option(40_000_000, "--max-image-pixels", min=9, help="Largest query photo, in pixels."),
     timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds before a request is answered 503."),
     device: str = typer.Option("cpu", help="auto | cpu | cuda."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Processes serving the port, each with the "
+                                "index loaded (about one core each; writes reach every worker within ~1 s)."),
 ):
     """Serve the HTTP API and the shop page (FastAPI + uvicorn; needs the `serve` extra)."""
     try:
@@ -436,9 +438,10 @@ def serve(
     config = ServeConfig(index=index_path or default_index(), host=host, port=port, device=device,
                          write_token=read_token(token_file), cors_origins=list(cors_origin),
                          max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_image_pixels,
-                         request_timeout_s=timeout)
+                         request_timeout_s=timeout, workers=workers)
     console.print(f"loading {config.index} ... then listening on http://{host}:{port}/ "
-                  f"(writes {'on' if config.write_token else 'off'})")
+                  f"(writes {'on' if config.write_token else 'off'}"
+                  f"{f', {workers} workers' if workers > 1 else ''})")
     run_server(config)
 
 

@@ -253,6 +253,25 @@ def test_a_second_writer_is_refused_with_the_pid_and_a_dead_writer_s_lock_is_tak
     assert not lock_path(index.folder).exists() and index.store.row_of("NEW1") is not None
 
 
+
+def test_a_writer_may_wait_for_the_lock_instead_of_being_refused(tmp_path):
+    from moonsearch.index.snapshots import WriteLock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from moonsearch.index.snapshots import WriteLock; "
+         "held = WriteLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(0.8); held.release()",
+         str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(MoonsearchError, match=f"being written by PID {holder.pid}"):
+            WriteLock(tmp_path).acquire(wait_s=0.1)        # waits a little, then refuses
+        lock = WriteLock(tmp_path).acquire(wait_s=30)     # waits for the holder to finish
+        assert lock_path(tmp_path).read_text() == str(__import__("os").getpid())
+        lock.release()
+    finally:
+        holder.kill()
+        holder.wait()
+
 WRITER = r"""
 import sys
 from moonsearch.encoder.registry import load_encoder

@@ -105,9 +105,10 @@ class IndexWriter:
     Holds the write lock from open to close. The encoder must be the one that built the index
     (checked as `query` checks it); it loads from the manifest when not given."""
 
-    def __init__(self, folder: Path | str, encoder: Encoder | str | None = None, device: str = "auto"):
+    def __init__(self, folder: Path | str, encoder: Encoder | str | None = None, device: str = "auto",
+                 lock_wait_s: float = 0.0):
         self.folder = Path(folder)
-        self.lock = WriteLock(self.folder).acquire()
+        self.lock = WriteLock(self.folder).acquire(lock_wait_s)
         try:
             manifest = Manifest.read(self.folder)
             check_backend(manifest.backend, self.folder)
@@ -374,6 +375,8 @@ class IndexWriter:
         return rows, views, further, first_failures
 
 
-def open_writer(folder: Path | str, encoder: Encoder | str | None = None, device: str = "auto") -> IndexWriter:
-    """An IndexWriter on `folder` (see IndexWriter); close it, or use it in a `with` block."""
-    return IndexWriter(folder, encoder=encoder, device=device)
+def open_writer(folder: Path | str, encoder: Encoder | str | None = None, device: str = "auto",
+                lock_wait_s: float = 0.0) -> IndexWriter:
+    """An IndexWriter on `folder` (see IndexWriter); close it, or use it in a `with` block.
+    `lock_wait_s`: how long to wait for another writer to finish before refusing."""
+    return IndexWriter(folder, encoder=encoder, device=device, lock_wait_s=lock_wait_s)

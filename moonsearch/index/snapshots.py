@@ -45,9 +45,13 @@ class WriteLock:
         self.path = lock_path(self.folder)
         self.handle = None
 
-    def acquire(self) -> "WriteLock":
+    def acquire(self, wait_s: float = 0.0) -> "WriteLock":
+        """Take the lock; while another writer holds it, retry for up to `wait_s` seconds (a
+        server's workers queue their writes this way), then refuse, naming the holder."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(100):
+        deadline = time.monotonic() + max(0.0, wait_s)
+        attempts = 0
+        while attempts < 100:
             handle = open(self.path, "a+")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -55,8 +59,12 @@ class WriteLock:
                 handle.seek(0)
                 holder = handle.read().strip() or "?"
                 handle.close()
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
                 raise MoonsearchError(f"index {self.folder} is being written by PID {holder}; "
                                       "try again when it has finished") from None
+            attempts += 1
             try:
                 same = os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:

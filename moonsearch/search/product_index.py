@@ -322,12 +322,13 @@ class ProductIndex:
 
     # -- writes (moonsearch.index.live): each commits one snapshot, then this index reads it --
 
-    def writer(self):
+    def writer(self, lock_wait_s: float = 0.0):
         """An IndexWriter on this index, with its encoder (use it in a `with` block); it holds
-        the write lock until closed. Call `refresh` to read what it wrote."""
+        the write lock until closed (another writer's lock is waited for up to `lock_wait_s`).
+        Call `refresh` to read what it wrote."""
         from moonsearch.index.live import open_writer
 
-        return open_writer(self.folder, encoder=self.encoder, device=self.device)
+        return open_writer(self.folder, encoder=self.encoder, device=self.device, lock_wait_s=lock_wait_s)
 
     def upsert(self, products, root: Path | str = "."):
         """Insert or replace products (catalog Products, or records as a catalog holds them,

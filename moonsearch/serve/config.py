@@ -7,8 +7,9 @@ MOONSEARCH_SERVE_TOKEN environment variable: never on the command line, where `p
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from moonsearch.errors import MoonsearchError
@@ -32,6 +33,16 @@ class ServeConfig:
     max_window: int = 1000                   # offset + limit cap
     facet_fields: list[str] = field(default_factory=list)   # empty: chosen per query
     warm_text: str = "shirt"
+    workers: int = 1                         # processes serving the one socket (see serve.app.serve)
+    follow_s: float = 1.0                    # seconds between looks for other processes' writes; 0: off
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "index": str(self.index)})
+
+    @classmethod
+    def from_json(cls, text: str) -> "ServeConfig":
+        values = json.loads(text)
+        return cls(**{**values, "index": Path(values["index"])})
 
 
 def read_token(token_file: Path | None) -> str | None:

@@ -6,10 +6,17 @@ such as `row_of`, run SQL on the index's one DuckDB connection, which is not saf
 between threads. So searches run concurrently under a shared lock, every call that may reach
 DuckDB runs under one mutex, and a write builds and warms the next state beside the served one,
 then swaps it in under the exclusive lock (readers wait only for the swap, not for the write).
+
+Other processes write to the same index too: the server's other workers (`serve --workers N`)
+or `moonsearch upsert` beside a running server. A follower thread looks at the manifest every
+`FOLLOW_SECONDS` and, when it names a newer state, opens, warms and swaps it in the same way,
+so every worker serves every write within about a second of its commit (near-real-time, as a
+search engine's refresh interval). Writes from several workers queue on the index's write lock.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from contextlib import contextmanager
@@ -20,6 +27,8 @@ import numpy as np
 
 from moonsearch.search.product_index import ProductIndex
 from moonsearch.store.filters import Filter, parse_filters
+
+log = logging.getLogger("moonsearch.serve")
 
 
 class ReadWriteLock:
@@ -118,6 +127,10 @@ class IndexState:
         self.index.close()
 
 
+FOLLOW_SECONDS = 1.0     # how often a server looks for states other processes committed
+WRITE_WAIT_SECONDS = 20.0   # how long a write waits for another process's write to finish
+
+
 class ServedIndex:
     """The state requests read (`reading()`), and the writes that replace it."""
 
@@ -134,7 +147,32 @@ class ServedIndex:
         self._state.warm(warm_text)
         self.ready_seconds = time.perf_counter() - started
         self._lock = ReadWriteLock()
-        self._write_mutex = threading.Lock()
+        self._write_mutex = threading.Lock()   # one state change at a time: a write or a follow
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+
+    def follow(self, every_s: float = FOLLOW_SECONDS) -> None:
+        """Serve states other processes commit (see the module docstring), checking every `every_s`."""
+        if self._follower is None:
+            self._follower = threading.Thread(target=self._follow, args=(every_s,), name="moonsearch-follow",
+                                              daemon=True)
+            self._follower.start()
+
+    def _follow(self, every_s: float) -> None:
+        from moonsearch.store.manifest import Manifest
+
+        while not self._stop.wait(every_s):
+            try:
+                newer = Manifest.read(self.folder).generation != self._state.generation
+                if newer and self._write_mutex.acquire(blocking=False):
+                    try:
+                        if Manifest.read(self.folder).generation != self._state.generation:
+                            self._swap_in_current()
+                    finally:
+                        self._write_mutex.release()
+            except Exception:   # a state caught mid-commit or damaged: keep serving this one, look again
+                log.warning("could not open the index's newer state; still serving generation %s",
+                            self._state.generation, exc_info=True)
 
     @contextmanager
     def reading(self) -> Iterator[IndexState]:
@@ -150,19 +188,26 @@ class ServedIndex:
         """Run `change(writer)` on the index's writer, then open, warm and swap in the new state.
         Writes are serialised; searches go on against the old state until the swap."""
         with self._write_mutex:
-            old = self._state
-            with old.index.writer() as writer:
+            with self._state.index.writer(lock_wait_s=WRITE_WAIT_SECONDS) as writer:
                 summary = change(writer)
-            fresh_index = ProductIndex.open(self.folder, device=self.device, encoder=old.index.encoder)
-            fresh = IndexState(fresh_index)
-            fresh.warm(self.warm_text)
-            for key in old.loaded_keys:
-                fresh.load_key(key)
-            with self._lock.write():
-                self._state = fresh
-            old.close()
+            self._swap_in_current()
             return summary
 
+    def _swap_in_current(self) -> None:
+        """Open and warm the state the manifest names now, then swap it in (the caller holds
+        the write mutex); the filter keys the old state had loaded load in the new one too."""
+        old = self._state
+        fresh = IndexState(ProductIndex.open(self.folder, device=self.device, encoder=old.index.encoder))
+        fresh.warm(self.warm_text)
+        for key in old.loaded_keys:
+            fresh.load_key(key)
+        with self._lock.write():
+            self._state = fresh
+        old.close()
+
     def close(self) -> None:
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join(timeout=30)
         with self._lock.write():
             self._state.close()
