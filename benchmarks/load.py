@@ -181,11 +181,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(index: Path, token: str | None) -> tuple[subprocess.Popen, str]:
+def start_server(index: Path, token: str | None, workers: int = 1) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "MOONSEARCH_SERVE_TOKEN": token or ""}
     proc = subprocess.Popen([sys.executable, "-m", "moonsearch.cli", "serve", "--index", str(index), "--port",
-                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+                             str(port), "--workers", str(workers)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
     while True:
@@ -228,6 +229,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=24, help="Page size asked for.")
     parser.add_argument("--no-writes", action="store_true", help="Skip the run with writes going on.")
     parser.add_argument("--write-clients", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="Worker processes of the server it starts (serve --workers) [default: cores, at most 4].")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "load.json")
     args = parser.parse_args()
 
@@ -244,7 +247,7 @@ def main() -> None:
             served = workdir / args.index.name
             shutil.copytree(args.index, served)
             token = TOKEN
-            proc, url = start_server(served, token)
+            proc, url = start_server(served, token, args.workers)
         host, port = local_only(url)
         info = json.loads(urllib.request.urlopen(url + "/info", timeout=30).read())
         sample = json.loads(urllib.request.urlopen(url + "/search?limit=1", timeout=30).read())["results"][0]
@@ -257,12 +260,13 @@ def main() -> None:
         known = {f["field"] for f in info["filterable_fields"]}
         filters = [fs for fs in FILTERS if all(f.split("=")[0].split("<")[0].split(">")[0] in known for f in fs)]
         maker = Requests(photos_from(photo_dir), args.limit, filters or [[]])
-        for kind in ("text", "image", "filtered"):   # warm each path once, outside the measurements
-            method, path, body, headers = maker.make(kind, 0)
-            conn = http.client.HTTPConnection(host, port, timeout=60)
-            conn.request(method, path, body=body, headers=headers)
-            conn.getresponse().read()
-            conn.close()
+        for kind in ("text", "image", "filtered"):   # warm each path of every worker, outside the measurements
+            for i in range(4 * args.workers):
+                method, path, body, headers = maker.make(kind, i)
+                conn = http.client.HTTPConnection(host, port, timeout=60)
+                conn.request(method, path, body=body, headers=headers)
+                conn.getresponse().read()
+                conn.close()
         load = os.getloadavg()
         runs = []
         for kind in args.kinds.split(","):
@@ -281,7 +285,8 @@ def main() -> None:
         out = {"commit": git_commit(), "index": str(args.index or url), "products": info["products"],
                "machine": {"cores": os.cpu_count(), "load_average_before": [round(x, 2) for x in load],
                            "load_average_after": [round(x, 2) for x in os.getloadavg()]},
-               "settings": {"requests_per_run": args.requests, "time_limit_s": args.time_limit, "limit": args.limit},
+               "settings": {"requests_per_run": args.requests, "time_limit_s": args.time_limit, "limit": args.limit,
+                            "workers": None if args.url else args.workers},
                "runs": runs}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")

@@ -92,6 +92,10 @@ class IndexState:
                 self.index.search(text=text, k=5, hybrid=False)
             self.index.allowed_rows([], "image")
             self.index.store.allowed_rows([])   # the filter index's product list
+            if self.index.manifest.counts.get("with_image"):   # the photo path's graphs, before the first photo
+                from PIL import Image
+
+                self.index.embed_query(image=Image.new("RGB", (96, 128), "white"))
 
     def load_key(self, key: str) -> None:
         """Bring one filter key's values into memory under the SQL mutex (its first use reads
