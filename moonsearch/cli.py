@@ -36,14 +36,16 @@ def index(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     keyword_weights: Optional[str] = typer.Option(
         None, "--keyword-weights", help="BM25 field weights, e.g. title=2,attributes=1 [default: moonsearch's]."),
+    store: str = typer.Option("faiss+duckdb", "--store", help="faiss+duckdb (in the index folder) | milvus (needs --uri and the [scale] extra)."),
+    uri: Optional[str] = typer.Option(None, "--uri", help="With --store milvus: a milvus-lite file (./moonsearch.db) or a server (http://host:19530)."),
 ):
-    """Index a product catalog into FAISS + DuckDB."""
+    """Index a product catalog into FAISS + DuckDB (or Milvus + DuckDB with --store milvus)."""
     from moonsearch.index.builder import build_index
     from moonsearch.store.files import SKIPS_FILE
 
     out = out or index_folder_for(catalog)
     summary = build_index(catalog, out, encoder=encoder, index_type=index_type, device=device,
-                          batch_size=batch_size, keyword_weights=keyword_weights)
+                          batch_size=batch_size, keyword_weights=keyword_weights, store=store, uri=uri)
     images = f"{summary.images} images embedded" + (
         f", {summary.image_failures} not loaded" if summary.image_failures else "")
     console.print(

@@ -81,7 +81,7 @@ def test_a_manifest_naming_an_unknown_backend_is_refused(sample_index, tmp_path)
     copy = tmp_path / "copy"
     shutil.copytree(summary.out, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["backend"] = "milvus"
+    manifest["backend"] = "cassandra"
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IndexFormatError, match="backend 'milvus'"):
+    with pytest.raises(IndexFormatError, match="backend 'cassandra'"):
         ProductIndex.open(copy, device="cpu")

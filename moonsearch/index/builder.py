@@ -32,7 +32,7 @@ from moonsearch.catalog.inputs import ModelInput, image_failure, keyword_text, m
 from moonsearch.catalog.inputs import keyword_weights as keyword_weights_of
 from moonsearch.errors import MoonsearchError
 from moonsearch.store import faiss_vectors
-from moonsearch.store.backends import create_records, create_vectors
+from moonsearch.store.backends import FAISS_DUCKDB, backend_location, create_records, create_vectors
 from moonsearch.index.further_images import after_first, embed_further
 from moonsearch.devices import placement_for
 from moonsearch.index.snapshots import WriteLock, remove_old_snapshots, snapshot_name
@@ -182,7 +182,7 @@ class _ExtraVectors:
         self.rows.extend(rows)
         self.positions.extend(positions)
 
-    def save(self, folder: Path, kind: str, gpu: bool) -> None:
+    def save(self, folder: Path, kind: str, gpu: bool, backend: str, location: dict | None) -> None:
         """Nothing when every product has one image embedded, as image 0: such an index is
         exactly what it was before multi-image products."""
         if self.rows:
@@ -190,7 +190,8 @@ class _ExtraVectors:
             extra_kind = kind if len(self.rows) >= faiss_vectors.EXACT_BELOW else "flat"
             keys = np.arange(len(self.rows), dtype=np.int64)   # extra vector key = its slot in the map
             for view in EXTRA_VIEWS:
-                store = create_vectors(np.concatenate(self.chunks[view]), keys, extra_kind, gpu=gpu)
+                store = create_vectors(np.concatenate(self.chunks[view]), keys, extra_kind, gpu=gpu, backend=backend,
+                                       location=location)
                 store.save(folder / extra_view_file(view))
         ExtraImageMap(self.rows, self.positions, dict(self.first)).save(folder)
 
@@ -319,6 +320,8 @@ def build_index(
     overlap: bool = True,
     sort_by_length: bool = True,
     keyword_weights: dict | str | None = None,
+    store: str = FAISS_DUCKDB,
+    uri: str | None = None,
 ) -> BuildSummary:
     """Index a catalog into `out`. `fail_after_batches` simulates a crash (tests only).
 
@@ -328,10 +331,14 @@ def build_index(
     float rounding; both off is the plain serial loop (tests compare the two).
 
     `keyword_weights` ({"title": w, "attributes": w} or "title=2,attributes=1"; None: the
-    default) weights the fields of the text the keyword index reads; vectors do not depend on it."""
+    default) weights the fields of the text the keyword index reads; vectors do not depend on it.
+
+    `store` names the backend (moonsearch.store.backends): faiss+duckdb in the index folder, or
+    milvus at `uri` (a milvus-lite `.db` file or a server), recorded in the manifest."""
     started = time.time()
     out = Path(out)
     weights = keyword_weights_of(keyword_weights)   # a bad spec fails before anything is read
+    storage = (store, backend_location(store, uri, out))   # so does a bad store, uri or missing extra
     _check_replaceable(out)
     catalog = open_catalog(catalog_path)
     scan = catalog.scan()  # text-only pass: duplicate ids and bad text fail here, before any encoding
@@ -345,34 +352,35 @@ def build_index(
         if isinstance(encoder, str):
             encoder = load_encoder(encoder, device=placement.encoder)
         summary = _build(catalog, scan, out, encoder, kind, placement, batch_size, fail_after_batches,
-                         policy, overlap, sort_by_length, weights)
+                         policy, overlap, sort_by_length, weights, storage)
     summary.seconds = time.time() - started
     return summary
 
 
 def _build(catalog, scan, out: Path, encoder: Encoder, kind: str, placement, batch_size: int,
            fail_after_batches: int | None, policy, overlap: bool, sort_by_length: bool,
-           weights: dict) -> BuildSummary:
+           weights: dict, storage: tuple) -> BuildSummary:
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = WriteLock(out).acquire()   # one writer at a time, builds and live writes alike
     try:
         return _build_locked(catalog, scan, out, encoder, kind, placement, batch_size, fail_after_batches, policy,
-                             overlap, sort_by_length, weights)
+                             overlap, sort_by_length, weights, storage)
     finally:
         lock.release()
 
 
 def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placement, batch_size: int,
                   fail_after_batches: int | None, policy, overlap: bool, sort_by_length: bool,
-                  weights: dict) -> BuildSummary:
+                  weights: dict, storage: tuple) -> BuildSummary:
     _remove_stale_staging(out)
+    backend, location = storage
     staging = _staging_folder(out)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     summary = BuildSummary(out=out, index_type=kind, placement=placement.reason)
     prefetch = None
     try:
-        writer = create_records(staging)
+        writer = create_records(staging, backend, location)
         con = getattr(writer, "con", None)
         if con is not None:
             thread_policy.configure_duckdb(con, policy.threads)
@@ -450,9 +458,10 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
                           for s in catalog.skips] + summary.report
         keys = np.arange(summary.products, dtype=np.int64)   # each vector under its product's row
         for view in VIEWS:
-            store = create_vectors(buffers.stacked(view, encoder.dim), keys, kind, gpu=placement.faiss_gpu)
+            store = create_vectors(buffers.stacked(view, encoder.dim), keys, kind, gpu=placement.faiss_gpu,
+                                   backend=backend, location=location)
             store.save(staging / view_file(view))
-        extras.save(staging, kind, placement.faiss_gpu)
+        extras.save(staging, kind, placement.faiss_gpu, backend, location)
         with open(staging / SKIPS_FILE, "w", encoding="utf-8") as handle:
             for entry in summary.report:
                 handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
@@ -471,6 +480,8 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
             display_fields=_display_fields(attribute_counts),
             files=record_files(staging),
             keyword_weights=weights,
+            backend=backend,
+            store=location,
         )
         _commit(staging, out, manifest)
     except BaseException:

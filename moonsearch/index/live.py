@@ -244,7 +244,8 @@ class IndexWriter:
         kind = resolve_index_type(index_type, len(keys))
         for view in manifest.views:
             store = open_vectors(snapshot, view_file(view), manifest.backend)
-            rebuilt = create_vectors(store.vectors(keys), keys, kind, backend=manifest.backend)
+            rebuilt = create_vectors(store.vectors(keys), keys, kind, backend=manifest.backend,
+                                     location=manifest.store)
             _save_vectors(rebuilt, snapshot / view_file(view))
         extras = ExtraImageMap.load(snapshot) or ExtraImageMap()
         used = np.flatnonzero(extras.rows >= 0).astype(np.int64)
@@ -252,7 +253,8 @@ class IndexWriter:
             extra_kind = kind if len(used) >= EXACT_BELOW else "flat"
             for view in EXTRA_VIEWS:
                 store = open_vectors(snapshot, extra_view_file(view), manifest.backend)
-                rebuilt = create_vectors(store.vectors(used), used, extra_kind, backend=manifest.backend)
+                rebuilt = create_vectors(store.vectors(used), used, extra_kind, backend=manifest.backend,
+                                         location=manifest.store)
                 _save_vectors(rebuilt, snapshot / extra_view_file(view))
         return WriteSummary(compacted=True), {"index_type": kind}
 
@@ -334,7 +336,8 @@ class IndexWriter:
                 store.remove(retired)
                 store.add(keys, np.concatenate(further[view]) if further["rows"] else None)
             elif further["rows"]:
-                store = create_vectors(np.concatenate(further[view]), keys, "flat", backend=manifest.backend)
+                store = create_vectors(np.concatenate(further[view]), keys, "flat", backend=manifest.backend,
+                                       location=manifest.store)
             else:
                 continue
             _save_vectors(store, path)

@@ -22,7 +22,7 @@ SNAPSHOT_PREFIX = "snap-"
 GRACE_SECONDS = 60.0
 # What a build leaves in the index folder itself besides the manifest and vectors-*.faiss (named
 # here, not imported from the builder, which imports this module).
-BUILD_FILES = {"metadata.duckdb", "metadata.duckdb.wal", "extra-images.npz", "skipped.jsonl"}
+BUILD_FILES = {"metadata.duckdb", "metadata.duckdb.wal", "extra-images.npz", "skipped.jsonl", "milvus-records.json"}
 
 
 def snapshot_name(generation: int) -> str:

@@ -10,6 +10,9 @@ SKIPS_FILE = "skipped.jsonl"
 # loads) gets its own mm and image vectors in these files; EXTRA_MAP_FILE says whose they are.
 EXTRA_VIEWS = ("mm", "image")
 EXTRA_MAP_FILE = "extra-images.npz"
+# The milvus backend's pointer to the Milvus collection its filters run on (moonsearch.store.milvus);
+# its vector stores' pointers take the view files' names.
+MILVUS_RECORDS_FILE = "milvus-records.json"
 
 
 def view_file(view: str) -> str:

@@ -45,6 +45,9 @@ class Manifest:
     # catalog.inputs.keyword_text); None: built before field weights, its keyword index reads
     # the product text as it is (every weight 1).
     keyword_weights: dict | None = None
+    # Where a backend outside the index folder keeps its data ({"uri", "collection"} for milvus:
+    # the Milvus address and its collections' name prefix); None: everything is in the folder.
+    store: dict | None = None
 
     def write(self, folder: Path) -> None:
         tmp = Path(folder) / (MANIFEST_FILE + ".tmp")
