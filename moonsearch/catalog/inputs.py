@@ -86,7 +86,7 @@ def product_text(title: str, attributes: Mapping[str, Any]) -> str:
 
 
 # Field weights of the keyword (BM25) half: chosen on myntra-val (docs/shopper-language.md).
-KEYWORD_WEIGHTS = {"title": 1, "attributes": 1}
+KEYWORD_WEIGHTS = {"title": 3, "attributes": 1}
 UNWEIGHTED = {"title": 1, "attributes": 1}   # what an index built before field weights used
 
 
