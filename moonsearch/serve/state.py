@@ -165,18 +165,23 @@ class ServedIndex:
     def _follow(self, every_s: float) -> None:
         from moonsearch.store.manifest import Manifest
 
+        refused = None   # a generation that would not open (another encoder, damage): said once
         while not self._stop.wait(every_s):
+            generation = None
             try:
-                newer = Manifest.read(self.folder).generation != self._state.generation
-                if newer and self._write_mutex.acquire(blocking=False):
+                generation = Manifest.read(self.folder).generation
+                if generation not in (self._state.generation, refused) and self._write_mutex.acquire(blocking=False):
                     try:
                         if Manifest.read(self.folder).generation != self._state.generation:
                             self._swap_in_current()
                     finally:
                         self._write_mutex.release()
-            except Exception:   # a state caught mid-commit or damaged: keep serving this one, look again
-                log.warning("could not open the index's newer state; still serving generation %s",
-                            self._state.generation, exc_info=True)
+            except Exception as exc:   # keep serving the state we have
+                if generation is not None and generation != refused:
+                    refused = generation
+                    log.warning("cannot serve generation %s of %s (%s); still serving generation %s", generation,
+                                self.folder, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                                self._state.generation)
 
     @contextmanager
     def reading(self) -> Iterator[IndexState]:
