@@ -162,7 +162,7 @@ def test_records_upsert_delete_and_keywords(records):
 
 # -- indexes built by the real indexer, searched and written through --------------------------
 
-SUBSET = 40   # products of the shipped sample catalog in the end-to-end index (real image files)
+SUBSET = 16   # products of the shipped sample catalog in the end-to-end index (real image files)
 
 
 @pytest.fixture(scope="module")
@@ -254,23 +254,44 @@ def test_live_writes_commit_atomically(writable):
     info = writable.verify()
     assert info["records"] == SUBSET and set(info["vectors"].values()) == {SUBSET}
     before.close()
+    if Manifest.read(writable.folder).backend == MILVUS:   # FAISS writes new files only: test_live_index kills them
+        _killed_write_leaves_no_trace(writable)
+        _old_collections_are_dropped(writable)
 
 
-def test_a_write_killed_before_its_commit_leaves_no_trace(subset_catalog, tmp_path, encoder):
-    """Milvus only (FAISS writes new files, test_live_index kills real writes): a write that changed
-    Milvus and died before its commit is invisible, and the next write removes it."""
+def _killed_write_leaves_no_trace(index):
+    """A write that changed Milvus and died before its commit is invisible; the next write undoes it."""
     from moonsearch.store.files import view_file
 
-    index = _build(subset_catalog, tmp_path / "index", encoder, MILVUS)
     store = open_vectors(index.data, view_file("mm"), MILVUS)
-    store.remove(np.array([0, 1], np.int64))
+    store.remove(np.array([2, 3], np.int64))
     store.add(np.array([999], np.int64), unit(1, store.dim))
     rows = [h.row for h in index.search("shirt", k=SUBSET, hybrid=False)]   # readers of the committed state
-    assert index._view("mm").size == SUBSET and {0, 1} <= set(rows) and 999 not in rows
+    assert index._view("mm").size == SUBSET and {2, 3} <= set(rows) and 999 not in rows
     index.upsert([{"id": "NEW2", "title": "Plain Grey Scarf", "price": 5}])   # the next write cleans up
     mm = index._view("mm")
-    assert mm.size == SUBSET + 1 and 999 not in mm.ids().tolist() and {0, 1} <= set(mm.ids().tolist())
-    index.close()
+    assert mm.size == SUBSET + 1 and 999 not in mm.ids().tolist() and {2, 3} <= set(mm.ids().tolist())
+
+
+def _old_collections_are_dropped(index):
+    """Compaction writes new collections; the old ones go once no state on disk names them."""
+    from moonsearch.store.milvus import client, drop_unreferenced
+
+    with index.writer() as writer:
+        writer.compact("flat")
+    index.refresh()
+    manifest = Manifest.read(index.folder)
+    milvus = client(manifest.store["uri"])
+    prefix = manifest.store["collection"]
+    assert len([c for c in milvus.list_collections() if c.startswith(prefix)]) == 3 + 3 + 1
+    assert drop_unreferenced(index.folder, manifest.store) == []   # the states before are still on disk
+    for old in [p for p in index.folder.glob("snap-*") if p.name != manifest.snapshot]:
+        shutil.rmtree(old)
+    for name in ["metadata.duckdb", "milvus-records.json", *(p.name for p in index.folder.glob("vectors-*"))]:
+        (index.folder / name).unlink(missing_ok=True)
+    assert len(drop_unreferenced(index.folder, manifest.store)) == 3
+    assert len([c for c in milvus.list_collections() if c.startswith(prefix)]) == 4
+    assert [h.id for h in index.search("scarf", k=1, filters=["price<6"])] == ["NEW2"]
 
 
 # -- one-line errors ----------------------------------------------------------------------------

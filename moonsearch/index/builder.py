@@ -32,7 +32,7 @@ from moonsearch.catalog.inputs import ModelInput, image_failure, keyword_text, m
 from moonsearch.catalog.inputs import keyword_weights as keyword_weights_of
 from moonsearch.errors import MoonsearchError
 from moonsearch.store import faiss_vectors
-from moonsearch.store.backends import FAISS_DUCKDB, backend_location, create_records, create_vectors
+from moonsearch.store.backends import FAISS_DUCKDB, backend_location, create_records, create_vectors, release_unused
 from moonsearch.index.further_images import after_first, embed_further
 from moonsearch.devices import placement_for
 from moonsearch.index.snapshots import WriteLock, remove_old_snapshots, snapshot_name
@@ -146,6 +146,7 @@ def _commit(staging: Path, out: Path, manifest: Manifest) -> None:
     staging.rename(out / manifest.snapshot)
     manifest.write(out)   # the commit
     remove_old_snapshots(out, manifest)
+    release_unused(out, manifest)
 
 
 def _display_fields(attribute_counts: dict[str, int]) -> list[str]:

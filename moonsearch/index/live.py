@@ -34,7 +34,7 @@ from moonsearch.catalog.models import Skip
 from moonsearch.encoder.base import VIEWS, Encoder
 from moonsearch.catalog.inputs import UNWEIGHTED, image_failure, keyword_text, model_input
 from moonsearch.errors import MoonsearchError
-from moonsearch.store.backends import check_backend, create_vectors, open_records, open_vectors
+from moonsearch.store.backends import check_backend, create_vectors, open_records, open_vectors, release_unused
 from moonsearch.index.further_images import after_first, embed_further
 from moonsearch.store.extra_images import ExtraImageMap
 from moonsearch.store.files import EXTRA_VIEWS, extra_view_file, view_file
@@ -134,7 +134,9 @@ class IndexWriter:
         """Release the lock, removing first the snapshots no reader can need any more."""
         try:
             if self.lock.handle is not None:
-                remove_old_snapshots(self.folder, Manifest.read(self.folder))
+                manifest = Manifest.read(self.folder)
+                remove_old_snapshots(self.folder, manifest)
+                release_unused(self.folder, manifest)
         finally:
             self.lock.release()
 

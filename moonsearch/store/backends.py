@@ -101,3 +101,12 @@ def open_records(folder: Path, backend: str = FAISS_DUCKDB, writable: bool = Fal
     from moonsearch.store.metadata import MetadataStore
 
     return MetadataStore(folder, writable=writable)
+
+
+def release_unused(folder: Path, manifest) -> None:
+    """Free what a backend keeps outside the index folder for states no longer on disk (milvus:
+    their collections); files need nothing, they went with their snapshot folders."""
+    if manifest.backend == MILVUS and manifest.store:
+        from moonsearch.store.milvus import drop_unreferenced
+
+        drop_unreferenced(folder, manifest.store)

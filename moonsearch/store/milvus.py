@@ -28,6 +28,7 @@ same for both backends.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -108,7 +109,29 @@ def location(uri: str | None, out: Path) -> dict:
     checked = check_uri(uri)
     client(checked)   # the package and the uri fail here, before anything is read or encoded
     name = re.sub(r"[^0-9a-zA-Z_]", "_", Path(out).name)[:64] or "index"
-    return {"uri": checked, "collection": f"moonsearch_{name}"}
+    # the folder's path in the prefix: two indexes of one name elsewhere never share collections
+    where = hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:8]
+    return {"uri": checked, "collection": f"moonsearch_{name}_{where}"}
+
+
+def drop_unreferenced(folder: Path, location: dict) -> list[str]:
+    """Drop this index's collections that no state on disk names any more: those of a rebuild's
+    or a compaction's predecessor once its snapshot is gone, or of a build that failed. Called
+    with the index's write lock held, so no build of it is half-way."""
+    folder = Path(folder)
+    named = set()
+    for data in [folder, *folder.glob("snap-*")]:
+        for path in [*data.glob("vectors-*.faiss"), data / MILVUS_RECORDS_FILE]:
+            try:
+                named.add(json.loads(path.read_bytes())["collection"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    milvus = client(location["uri"])
+    prefix = location["collection"] + "_"
+    dropped = [name for name in milvus.list_collections() if name.startswith(prefix) and name not in named]
+    for name in dropped:
+        milvus.drop_collection(name)
+    return dropped
 
 
 def literal(text: str) -> str:
@@ -182,7 +205,10 @@ class Versions:
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         params = milvus.prepare_index_params()
         params.add_index(field_name="vector", metric_type="IP", **_index_spec(kind, n))
-        milvus.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
+        milvus.create_collection(name, schema=schema, consistency_level="Strong")
+        # not waited for: pymilvus polls a new index's state every 0.5 s (2 s of a tiny build);
+        # a server searches rows its index has not reached yet by brute force meanwhile
+        milvus.create_index(name, params, sync=False)
         made = cls(uri, name, 0)
         made.writing = True   # generation 0 is being written: nothing before it to clean up
         return made
@@ -273,6 +299,10 @@ class Versions:
         return int(found[0]["count(*)"])
 
     def pointer(self) -> bytes:
+        """What the pointer file holds; first the collection is flushed, so what it names is on
+        disk before a commit can name it (and milvus-lite searches sealed segments ~10x faster
+        than freshly inserted rows: 16 vs 150 ms a query on 4.5k vectors)."""
+        self.client.flush(self.collection)
         return (json.dumps({"uri": self.uri, "collection": self.collection, "generation": self.generation},
                            indent=1) + "\n").encode()
 
