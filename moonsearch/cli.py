@@ -38,21 +38,26 @@ def index(
         None, "--keyword-weights", help="BM25 field weights, e.g. title=2,attributes=1 [default: moonsearch's]."),
     store: str = typer.Option("faiss+duckdb", "--store", help="faiss+duckdb (in the index folder) | milvus (needs --uri and the [scale] extra)."),
     uri: Optional[str] = typer.Option(None, "--uri", help="With --store milvus: a milvus-lite file (./moonsearch.db) or a server (http://host:19530)."),
+    engine: str = typer.Option("local", "--engine", help="local (this process encodes) | ray (a Ray Data actor pool; the [scale] extra)."),
+    address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: a Ray cluster (host:port, ray://host:port, auto) [default: start a local Ray]."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="With --engine ray: encoder actors [default: one per GPU, else one per 4 CPUs]."),
 ):
     """Index a product catalog into FAISS + DuckDB (or Milvus + DuckDB with --store milvus)."""
-    from moonsearch.index.builder import build_index
+    from moonsearch.index.builder import build_index, encoding_engine
     from moonsearch.store.files import SKIPS_FILE
 
     out = out or index_folder_for(catalog)
+    encoding = encoding_engine(engine, address, ray_workers)
     summary = build_index(catalog, out, encoder=encoder, index_type=index_type, device=device,
-                          batch_size=batch_size, keyword_weights=keyword_weights, store=store, uri=uri)
+                          batch_size=batch_size, keyword_weights=keyword_weights, store=store, uri=uri,
+                          engine=encoding)
     images = f"{summary.images} images embedded" + (
         f", {summary.image_failures} not loaded" if summary.image_failures else "")
     console.print(
         f"[bold green]indexed[/] {summary.products} products into {out} "
         f"({summary.with_image} with image, {summary.text_only} text-only, {summary.skipped} skipped; {images}) "
         f"in {summary.seconds:.1f}s = {summary.products_per_second:.1f} products/s; "
-        f"index {summary.index_type}, {summary.placement}"
+        f"index {summary.index_type}, {summary.placement}" + (f"; encoded by {encoding.plan}" if encoding else "")
     )
     if summary.report:
         console.print(f"report of skipped rows, text-only products and images not loaded: {out / SKIPS_FILE}")

@@ -309,6 +309,28 @@ def _encode_chunk(encoder: Encoder, texts: list[str], images: list, batch_size: 
     return out
 
 
+def _encoded_locally(chunks: Iterator[_Chunk], encoder: Encoder, batch_size: int, by_length: bool):
+    """The local engine: each chunk read here encoded in this process, (chunk, views)."""
+    for chunk in chunks:
+        yield chunk, _encode_chunk(encoder, [given.text for given in chunk.inputs],
+                                   [given.image for given in chunk.inputs], batch_size, by_length)
+
+
+def encoding_engine(engine: str, address: str | None = None, workers: int | None = None):
+    """None for the local engine (this process encodes), else the object whose
+    `encoded_chunks(catalog, encoder, batch_size, chunk_batches, by_length)` yields what
+    `_encoded_locally` does; checked before anything is read."""
+    if engine == "local":
+        if address is not None or workers is not None:
+            raise MoonsearchError("--address and --ray-workers are for --engine ray")
+        return None
+    if engine == "ray":
+        from moonsearch.index.ray_engine import RayEngine
+
+        return RayEngine(address, workers)
+    raise MoonsearchError(f"unknown engine '{engine}' (choose from local, ray)")
+
+
 def build_index(
     catalog_path: Path | str,
     out: Path | str,
@@ -323,6 +345,7 @@ def build_index(
     keyword_weights: dict | str | None = None,
     store: str = FAISS_DUCKDB,
     uri: str | None = None,
+    engine=None,
 ) -> BuildSummary:
     """Index a catalog into `out`. `fail_after_batches` simulates a crash (tests only).
 
@@ -335,7 +358,10 @@ def build_index(
     default) weights the fields of the text the keyword index reads; vectors do not depend on it.
 
     `store` names the backend (moonsearch.store.backends): faiss+duckdb in the index folder, or
-    milvus at `uri` (a milvus-lite `.db` file or a server), recorded in the manifest."""
+    milvus at `uri` (a milvus-lite `.db` file or a server), recorded in the manifest.
+
+    `engine` (from `encoding_engine`) encodes the chunks elsewhere (Ray); rows, report, further
+    images and the commit stay this function's, so either engine writes the same index."""
     started = time.time()
     out = Path(out)
     weights = keyword_weights_of(keyword_weights)   # a bad spec fails before anything is read
@@ -353,33 +379,33 @@ def build_index(
         if isinstance(encoder, str):
             encoder = load_encoder(encoder, device=placement.encoder)
         summary = _build(catalog, scan, out, encoder, kind, placement, batch_size, fail_after_batches,
-                         policy, overlap, sort_by_length, weights, storage)
+                         policy, overlap, sort_by_length, weights, storage, engine)
     summary.seconds = time.time() - started
     return summary
 
 
 def _build(catalog, scan, out: Path, encoder: Encoder, kind: str, placement, batch_size: int,
            fail_after_batches: int | None, policy, overlap: bool, sort_by_length: bool,
-           weights: dict, storage: tuple) -> BuildSummary:
+           weights: dict, storage: tuple, engine=None) -> BuildSummary:
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = WriteLock(out).acquire()   # one writer at a time, builds and live writes alike
     try:
         return _build_locked(catalog, scan, out, encoder, kind, placement, batch_size, fail_after_batches, policy,
-                             overlap, sort_by_length, weights, storage)
+                             overlap, sort_by_length, weights, storage, engine)
     finally:
         lock.release()
 
 
 def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placement, batch_size: int,
                   fail_after_batches: int | None, policy, overlap: bool, sort_by_length: bool,
-                  weights: dict, storage: tuple) -> BuildSummary:
+                  weights: dict, storage: tuple, engine=None) -> BuildSummary:
     _remove_stale_staging(out)
     backend, location = storage
     staging = _staging_folder(out)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     summary = BuildSummary(out=out, index_type=kind, placement=placement.reason)
-    prefetch = None
+    prefetch = encoded = None
     try:
         writer = create_records(staging, backend, location)
         con = getattr(writer, "con", None)
@@ -405,9 +431,9 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
             rows = []
             further = []   # (product row, text, product, position) of images after the first that loaded
             for product, given in zip(batch, inputs):
-                text, position, image, failures = given.text, given.loaded.position, given.image, given.loaded.failures
+                text, position, failures = given.text, given.loaded.position, given.loaded.failures
                 summary.image_failures += len(failures)
-                if image is None:
+                if position is None:   # no image loaded (an engine's inputs no longer hold the image)
                     summary.text_only += 1
                     reason = failures[0][1].reason if failures else None
                     summary.report.append({"kind": "text_only", "source": product.source, "id": product.id,
@@ -423,7 +449,7 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
                     attribute_counts[key] = attribute_counts.get(key, 0) + 1
                 rows.append(ProductRow(
                     row=summary.products, id=product.id, title=product.title, description=product.description,
-                    images=[str(p) for p in product.images], has_image=image is not None,
+                    images=[str(p) for p in product.images], has_image=position is not None,
                     attributes=product.attributes, source=product.source, text=text,
                     keywords=keyword_text(product.title, product.attributes, weights),
                     content_hash=product_hash(product)))
@@ -435,17 +461,20 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
             if fail_after_batches is not None and batches_done >= fail_after_batches:
                 raise RuntimeError("simulated failure during indexing")
 
-        workers = policy.decode_workers if overlap else 0
-        chunks = _read_chunks(catalog, batch_size, CHUNK_BATCHES if sort_by_length else 1, workers)
-        if overlap:
-            chunks = prefetch = _Prefetch(chunks)
+        chunk_batches = CHUNK_BATCHES if sort_by_length else 1
+        if engine is None:
+            workers = policy.decode_workers if overlap else 0
+            chunks = _read_chunks(catalog, batch_size, chunk_batches, workers)
+            if overlap:
+                chunks = prefetch = _Prefetch(chunks)
+            encoded = _encoded_locally(chunks, encoder, batch_size, sort_by_length)
+        else:
+            encoded = engine.encoded_chunks(catalog, encoder, batch_size, chunk_batches, sort_by_length)
         with progress_bar(unit="products") as bar:
             task = bar.add_task(f"indexing {catalog.path.name}", total=scan.products)
-            for chunk in chunks:
-                texts = [given.text for given in chunk.inputs]
-                images = [given.image for given in chunk.inputs]
-                buffers.add(_encode_chunk(encoder, texts, images, batch_size, sort_by_length))
-                del images
+            for chunk, views in encoded:
+                buffers.add(views)
+                del views
                 for start in range(0, len(chunk.products), batch_size):
                     stop = start + batch_size
                     record(chunk.products[start:stop], chunk.inputs[start:stop])
@@ -486,6 +515,8 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
         )
         _commit(staging, out, manifest)
     except BaseException:
+        if encoded is not None:
+            encoded.close()   # an engine lets go of its cluster
         if prefetch is not None:
             prefetch.close()
         shutil.rmtree(staging, ignore_errors=True)
