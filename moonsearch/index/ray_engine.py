@@ -20,6 +20,7 @@ import os
 import pickle
 import re
 import socket
+import time
 from collections.abc import Iterator
 from itertools import islice
 
@@ -86,13 +87,15 @@ class _ChunkEncoder:
     def __call__(self, batch: dict) -> dict:
         encoded = []
         for blob in batch["products"]:
+            cpu = time.process_time()
             inputs = [model_input(product) for product in pickle.loads(blob)]
             views = self.encode(self.encoder, [g.text for g in inputs], [g.image for g in inputs],
                                 self.batch_size, self.by_length)
             # ImageError does not survive pickling (its reason is an argument): sent as parts
             rows = [(g.text, g.loaded.position, [(p, e.reason, e.path, e.detail) for p, e in g.loaded.failures])
                     for g in inputs]
-            encoded.append(pickle.dumps((self.encoder.encoder_id, rows, views), protocol=5))
+            cpu = time.process_time() - cpu   # this actor's CPU seconds for the chunk (all its threads)
+            encoded.append(pickle.dumps((self.encoder.encoder_id, rows, views, cpu), protocol=5))
         return {"chunk": batch["chunk"], "encoded": encoded}
 
 
@@ -116,6 +119,9 @@ class RayEngine:
         self.address = check_address(address)
         self.workers = workers
         self.plan = ""
+        # what the last build's encoding cost: actors' CPU seconds (decode + encode, all their
+        # threads) and the wall time from connecting to the last chunk; benchmarks/ray_scaling.py
+        self.stats = {"chunks": 0, "products": 0, "actor_cpu_s": 0.0, "wall_s": 0.0}
 
     def _connect(self) -> bool:
         """True when this call started Ray (a local one), so it is the one to shut it down."""
@@ -154,7 +160,9 @@ class RayEngine:
         the local loop cuts them; `catalog.skips` is complete once this is exhausted."""
         from moonsearch.index.builder import _Chunk
 
+        began = time.perf_counter()
         started = self._connect()
+        self.stats = {"chunks": 0, "products": 0, "actor_cpu_s": 0.0, "wall_s": 0.0}
         try:
             plan = self._actors()
             context = self.ray.data.DataContext.get_current()
@@ -186,11 +194,15 @@ class RayEngine:
                 for row in dataset.iter_rows():
                     if row["chunk"] != number:
                         raise MoonsearchError(f"Ray returned chunk {row['chunk']} where chunk {number} was due")
-                    encoder_id, inputs, views = pickle.loads(row["encoded"])
+                    encoder_id, inputs, views, cpu = pickle.loads(row["encoded"])
                     if encoder_id != encoder.encoder_id:
                         raise MoonsearchError(
                             f"a Ray worker's encoder is {encoder_id}, this machine's {encoder.encoder_id}: "
                             "install the same moonsearch and weights on every node")
+                    self.stats["chunks"] += 1
+                    self.stats["products"] += len(inputs)
+                    self.stats["actor_cpu_s"] += cpu
+                    self.stats["wall_s"] = time.perf_counter() - began
                     yield _Chunk(chunks[number - first], _model_inputs(inputs)), views
                     number += 1
                 if number != first + len(chunks):
