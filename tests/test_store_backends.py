@@ -47,11 +47,12 @@ def unit(n, d=16, seed=0):
 
 # -- VectorStore --------------------------------------------------------------------------------
 
-def test_vectors_are_keyed_removed_added_and_saved(backend, tmp_path):
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_vectors_are_keyed_removed_added_and_saved(backend, kind, tmp_path):
     name, location = backend
     x = unit(60)
-    store = create_vectors(x, np.arange(1000, 1060, dtype=np.int64), "flat", backend=name, location=location)
-    assert isinstance(store, VectorStore) and store.size == 60
+    store = create_vectors(x, np.arange(1000, 1060, dtype=np.int64), kind, backend=name, location=location)
+    assert isinstance(store, VectorStore) and store.size == 60 and store.kind == kind
     scores, keys = store.search(x[:2], 3)
     assert keys[:, 0].tolist() == [1000, 1001] and np.allclose(scores[:, 0], 1.0, atol=1e-5)
     assert store.remove(np.array([1000, 5], np.int64)) == 1          # an absent key is ignored

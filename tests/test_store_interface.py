@@ -1,5 +1,6 @@
 """The store interface (issue 18.1-2): FAISS and DuckDB behind VectorStore / RecordStore, vectors
-keyed by product key rather than position."""
+keyed by product key rather than position. What every backend must do is tested once for all of
+them in test_store_backends.py; this file keeps what is particular to FAISS files."""
 
 import faiss
 import numpy as np
@@ -9,40 +10,13 @@ from moonsearch.store import faiss_vectors
 from moonsearch.store.backends import open_records, open_vectors
 from moonsearch.store.files import view_file
 from moonsearch.store.faiss_vectors import FaissVectorStore
-from moonsearch.store.interface import RecordStore, VectorStore
+from moonsearch.store.interface import RecordStore
 from moonsearch.store.manifest import Manifest
 
 
 def unit(n, d=16, seed=0):
     x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
-def test_keys_survive_removal_and_addition(kind):
-    x = unit(400)
-    keys = np.arange(1000, 1400, dtype=np.int64)
-    store = FaissVectorStore.create(x, keys, kind)
-    assert isinstance(store, VectorStore) and store.size == 400 and store.kind == kind
-    scores, found = store.search(x[:1], 3)
-    assert found[0, 0] == 1000
-    assert store.remove(np.array([1000, 5], np.int64)) == 1   # an absent key is ignored
-    assert 1000 not in store.search(x[:1], 10)[1][0] and store.size == 399
-    store.add(np.array([7], np.int64), x[:1])
-    assert store.search(x[:1], 1)[1][0, 0] == 7
-    np.testing.assert_allclose(store.vectors(np.array([1399, 7])), x[[399, 0]], atol=1e-6)
-    allowed = np.array([1200, 1300, 7], np.int64)
-    assert set(store.search(x[:1], 5, allowed)[1][0].tolist()) == {1200, 1300, 7}
-    assert sorted(store.ids().tolist()) == sorted([7] + list(range(1001, 1400)))
-
-
-def test_save_and_open_keep_the_keys(tmp_path):
-    x = unit(50)
-    store = FaissVectorStore.create(x, np.arange(50, dtype=np.int64) * 3, "flat")
-    store.remove(np.array([0, 3], np.int64))
-    store.save(tmp_path / "v.faiss")
-    again = open_vectors(tmp_path, "v.faiss")
-    assert again.size == 48 and again.search(x[5:6], 1)[1][0, 0] == 15
 
 
 def test_an_index_by_position_becomes_keyed_on_its_first_write():
