@@ -19,7 +19,13 @@ differ by under 1e-5 (products with the same vector: Myntra repeats about 5k tit
 Latency: one query per search call, p50 over the shopper queries, alternating FAISS and Milvus
 on the same query, so load on a shared machine hits both alike; a filtered search (allowed keys
 of the `gender=Men` products, as ProductIndex passes them) is timed the same way. Compare the
-two within one run only. Writes benchmarks/results/store_agreement.json and .md. Exits 0 with a
+two within one run only.
+
+Filters at catalog scale (`--no-catalog` skips it): every product's filterable values go into a
+Milvus records collection and its mm vectors into a Milvus collection, as a milvus index holds
+them; each filter form of benchmarks/speed/store_latency.py is checked to select exactly the
+products DuckDB selects, and a filtered search end to end (allowed keys, then top-10) is timed
+for both backends. Writes benchmarks/results/store_agreement.json and .md. Exits 0 with a
 message where ../shared/data or the index is absent, or without the `[scale]` extra.
 """
 
@@ -69,6 +75,59 @@ def p50_ms(store, queries: np.ndarray, allowed=None, repeat: int = 3) -> list[fl
     return times
 
 
+def filtered_at_scale(index, location: dict, repeat: int = 3) -> dict:
+    """Every product of the index (40k for Myntra): its filterable values in a Milvus records
+    collection and its mm vectors in a Milvus FLAT collection, as a milvus index holds them. For
+    each filter form of benchmarks/speed/store_latency.py: whether Milvus' expression selects
+    exactly the products DuckDB's SQL selects, and the p50 of a filtered search end to end (the
+    allowed keys, then the top-10 among them), FAISS + DuckDB against Milvus, alternating."""
+    from moonsearch.store.backends import FAISS_DUCKDB, MILVUS, create_vectors
+    from moonsearch.store.filters import parse_filters
+    from moonsearch.store.metadata import ProductRow
+    from moonsearch.store.milvus import RECORD_FIELDS, RECORDS_DIM, Versions, expression, filter_entity
+    from store_latency import FILTER_FORMS
+
+    keys = index.store.allowed_rows([])
+    records = index.store.products(keys.tolist())
+    started = time.perf_counter()
+    filters = Versions.create(location["uri"], location["collection"] + "_all", "flat", RECORD_FIELDS, RECORDS_DIM, 0)
+    filters.insert([filter_entity(ProductRow(row=r["row"], id=r["id"], title=r["title"], description=None, images=[],
+                                             has_image=r["has_image"], attributes=r["attributes"], source=""))
+                    for r in records])
+    filters.pointer()   # flushed, as a build leaves it
+    vectors = index.stored_vectors(keys, "mm").astype(np.float32)
+    milvus_vectors = create_vectors(vectors, keys, "flat", backend=MILVUS, location=location)
+    milvus_vectors.versions.pointer()
+    load_s = time.perf_counter() - started
+    faiss_vectors = index._view("mm")
+    query = vectors[:1]
+    forms = {}
+    for name, texts in FILTER_FORMS.items():
+        parsed = parse_filters(texts)
+        duck = index.store.allowed_rows(parsed)
+        milvus = filters.keys(expression(parsed))
+        times = {FAISS_DUCKDB: [], MILVUS: []}
+        for _ in range(repeat):
+            for backend, allowed_of, store in ((FAISS_DUCKDB, lambda: index.store.allowed_rows(parsed), faiss_vectors),
+                                               (MILVUS, lambda: filters.keys(expression(parsed)), milvus_vectors)):
+                started = time.perf_counter()
+                store.search(query, K, allowed_of())
+                times[backend].append((time.perf_counter() - started) * 1000)
+        forms[name] = {"filters": texts, "products": int(len(duck)), "same_products": bool(np.array_equal(duck, milvus)),
+                       "p50_ms": {b: round(statistics.median(t), 1) for b, t in times.items()}}
+    return {"products": int(len(keys)), "load_s": round(load_s, 1), "forms": forms}
+
+
+def catalog_text(found: dict | None) -> str:
+    if not found:
+        return ""
+    rows = [[name, " ".join(f["filters"]), f["products"], "yes" if f["same_products"] else "**no**",
+             f["p50_ms"]["faiss+duckdb"], f["p50_ms"]["milvus"]] for name, f in found["forms"].items()]
+    return (f"\n\nFiltered search over all {found['products']:,} products (the allowed keys, then the top-10 among "
+            "them; p50 ms, alternating): does Milvus' expression select exactly DuckDB's products?\n\n"
+            + markdown_table(["form", "filters", "products", "same products", "FAISS + DuckDB", "Milvus"], rows))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", type=Path, default=repo_root() / "indexes" / "myntra")
@@ -76,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
                         default=repo_root().parent / "shared" / "data" / "queries" / "shopper_queries.jsonl")
     parser.add_argument("--titles", type=int, default=None, help="test titles as queries [default: all]")
     parser.add_argument("--out", type=Path, default=RESULTS / "store_agreement")
+    parser.add_argument("--no-catalog", action="store_true", help="skip the filtered searches over every product")
     args = parser.parse_args(argv)
     if not args.queries.exists():
         _skip(f"{args.queries} not found (../shared/data is absent)")
@@ -134,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
             for label, allowed in (("", None), ("_filtered", men)):
                 latency["faiss" + label] += p50_ms(faiss_store, q[None, :], allowed)
                 latency["milvus" + label] += p50_ms(milvus_store, q[None, :], allowed)
+        catalog_filters = filtered_at_scale(index, location) if not args.no_catalog else None
     p50 = {name: round(statistics.median(times), 3) for name, times in latency.items()}
     all_queries = sum(s["queries"] for s in sets.values())
     overall = {key: round(sum(s[key] * s["queries"] for s in sets.values()) / all_queries, 4)
@@ -147,15 +208,18 @@ def main(argv: list[str] | None = None) -> None:
         "filtered_by": f"gender=Men ({len(men)} of the test products' keys as allowed_ids)",
         "build_s": {"faiss": round(faiss_build, 2), "milvus": round(milvus_build, 2)},
         "query_encoding_s": round(encode_s, 1),
+        "filtered_over_the_catalog": catalog_filters,
         "versions": {"pymilvus": pymilvus.__version__, "milvus_lite": getattr(milvus_lite, "__version__", "?")},
     }
+    shown = args.index.resolve().relative_to(repo_root()) if args.index.resolve().is_relative_to(repo_root()) \
+        else args.index
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     rows = [[name, s["queries"], s["exact"], s["same_set"], s["up_to_ties"], f"{s['max_score_difference']:.1e}"]
             for name, s in sets.items()]
     rows.append(["all", all_queries, overall["exact"], overall["same_set"], overall["up_to_ties"], ""])
     text = (f"# Milvus vs FAISS flat search on Myntra `test` ({len(keys):,} products, top-{K})\n\n"
-            f"`python benchmarks/store_agreement.py --index {args.index}`; encoder {result['encoder']}; "
+            f"`python benchmarks/store_agreement.py --index {shown}`; encoder {result['encoder']}; "
             f"pymilvus {result['versions']['pymilvus']}, milvus-lite {result['versions']['milvus_lite']}.\n\n"
             + markdown_table(["queries", "n", "same top-10, same order", "same set", "same up to ties",
                               "largest score difference"], rows)
@@ -164,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
                              [["unfiltered", p50["faiss"], p50["milvus"], result["ratio_milvus_to_faiss"]],
                               [f"allowed keys ({len(men)}, gender=Men)", p50["faiss_filtered"], p50["milvus_filtered"],
                                result["ratio_milvus_to_faiss_filtered"]]])
+            + catalog_text(catalog_filters)
             + "\n\n" + machine_block())
     args.out.with_suffix(".md").write_text(text)
     print(text)

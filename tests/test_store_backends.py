@@ -80,6 +80,27 @@ def test_exact_search_agrees_with_brute_force(backend):
     np.testing.assert_allclose(scores, np.take_along_axis(q @ x.T, truth // 2, axis=1), atol=1e-5)
 
 
+def test_filtered_search_is_exact_for_few_and_many_allowed_keys(backend, monkeypatch):
+    """Few allowed keys go into the request; many are searched deeper and kept, or sent in parts
+    whose answers merge when the deeper search finds too few (milvus: a small part size here)."""
+    name, location = backend
+    if name == MILVUS:
+        from moonsearch.store import milvus
+
+        monkeypatch.setattr(milvus, "KEYS_PER_EXPRESSION", 8)
+    x, q = unit(200, 32, seed=3), unit(3, 32, seed=4)
+    store = create_vectors(x, np.arange(200, dtype=np.int64), "flat", backend=name, location=location)
+    scores = q @ x.T
+    for allowed in (np.array([5, 50, 150]), np.arange(0, 200, 2),            # few; many, spread over the ranking
+                    np.argsort(scores[0])[:60]):                              # many, all at the bottom for query 0
+        found_scores, found = store.search(q, 10, allowed)
+        among = scores[:, allowed]
+        truth = allowed[np.argsort(-among, axis=1, kind="stable")[:, :10]]
+        assert (found[:, :len(allowed)] == truth).all()
+        np.testing.assert_allclose(found_scores[:, :truth.shape[1]], np.take_along_axis(scores, truth, axis=1),
+                                   atol=1e-5)
+
+
 # -- RecordStore: filters with hostile values, upsert, delete ----------------------------------
 
 HOSTILE = ["O'Neil", '"a" or 1==1', "back\\slash", "x) or (key >= 0", "tab\there", "a\x7fb", "cr\rx", 'say "hi"\\']
