@@ -342,6 +342,22 @@ def test_missing_extra_is_one_line(tmp_path, monkeypatch):
         backend_location(MILVUS, str(tmp_path / "x.db"), tmp_path / "x")
 
 
+def test_a_dropped_collection_is_one_line(tmp_path):
+    from moonsearch.errors import IndexFormatError
+    from moonsearch.store.milvus import client
+
+    _needs_extra(MILVUS)
+    location = backend_location(MILVUS, str(tmp_path / "m.db"), tmp_path / "index")
+    store = create_vectors(unit(5), np.arange(5, dtype=np.int64), "flat", backend=MILVUS, location=location)
+    store.save(tmp_path / "v.store")
+    client(location["uri"]).drop_collection(store.versions.collection)
+    with pytest.raises(MoonsearchError, match="refused search: .*does not exist") as caught:
+        store.search(unit(1), 3)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(IndexFormatError, match="has no collection .*rebuild it"):
+        open_vectors(tmp_path, "v.store", MILVUS)
+
+
 def test_a_milvus_file_another_process_holds_is_one_line(tmp_path):
     import subprocess
 

@@ -99,8 +99,33 @@ def client(uri: str):
         cause = exc.__cause__ or exc.__context__ or exc
         reason = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else type(cause).__name__
         raise MoonsearchError(f"cannot open Milvus at {uri}: {reason}") from None
-    _clients[uri] = made
-    return made
+    _clients[uri] = _GuardedClient(made, uri)
+    return _clients[uri]
+
+
+class _GuardedClient:
+    """A MilvusClient whose refused calls (a server gone away, a dropped collection, a request
+    it cannot parse) raise one MoonsearchError naming Milvus and the call, not pymilvus' traceback
+    wherever a query meets it."""
+
+    def __init__(self, milvus, uri: str):
+        self._milvus = milvus
+        self._uri = uri
+
+    def __getattr__(self, name):
+        call = getattr(self._milvus, name)
+        if not callable(call):
+            return call
+
+        def guarded(*args, **kwargs):
+            from pymilvus.exceptions import MilvusException
+
+            try:
+                return call(*args, **kwargs)
+            except MilvusException as exc:
+                reason = " ".join(str(getattr(exc, "message", exc)).split())[:300]
+                raise MoonsearchError(f"Milvus at {self._uri} refused {name}: {reason}") from None
+        return guarded
 
 
 def location(uri: str | None, out: Path) -> dict:
