@@ -1,4 +1,4 @@
-"""FAISS at catalog scale: build time, queries/s and recall@10 of Flat, IVF and HNSW.
+"""FAISS at catalog scale: build time, queries/s and recall@10 of Flat, IVF, HNSW and IVF-PQ.
 
     python benchmarks/speed/faiss_scale.py [--vectors 1000000] [--queries 1000] [--dim D]
 
@@ -11,7 +11,8 @@ spreads are flags): read it as the IVF/HNSW settings' recall on clustered data, 
 moonsearch's recall on a real catalog.
 
 Every index is built with moonsearch's own `vectors.build` (so IVF has moonsearch's nlist and
-nprobe, HNSW its M/efConstruction/efSearch) and searched with its `vectors.search`. Recall@10 is
+nprobe, HNSW its M/efConstruction/efSearch) and searched with its `vectors.search`; IVF-PQ, not one of moonsearch's index types, is
+`build_ivfpq` below (docs/scale.md: what 100M vectors in memory need). Recall@10 is
 measured against Flat's exact results. When `placement_for` says FAISS can use a GPU, the Flat
 and IVF builds and searches are also timed on it (FAISS has no GPU HNSW).
 
@@ -35,7 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import available_memory_bytes, machine_block, markdown_table  # noqa: E402
 
-TYPES = ("flat", "ivf", "hnsw")
+TYPES = ("flat", "ivf", "hnsw", "ivfpq")
+PQ_DIMS_PER_CODE = 4      # IVF-PQ: one byte per 4 dimensions, 16x smaller than float32
 QUICK = {"vectors": 20_000, "queries": 200}
 CHUNK = 100_000           # rows generated at a time, so no float64 copy of the whole set exists
 SUBTOPICS_PER_TOPIC = 10
@@ -80,6 +82,23 @@ def queries_near(data: np.ndarray, count: int, seed: int, spread: float = 0.75) 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32, copy=False)
+
+
+def build_ivfpq(data: np.ndarray):
+    """IVF-PQ with moonsearch's IVF lists and nprobe, each vector stored as dim/4 one-byte codes
+    (8-bit product quantisation), no reranking: the memory floor of an in-memory index."""
+    import faiss
+
+    from moonsearch.store import faiss_vectors as vectors
+
+    n, dim = data.shape
+    nlist = vectors.ivf_lists(n)
+    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, dim // PQ_DIMS_PER_CODE, 8,
+                             faiss.METRIC_INNER_PRODUCT)
+    index.train(data)
+    index.add(data)
+    index.nprobe = min(vectors.IVF_NPROBE, nlist)
+    return index
 
 
 def index_bytes(index) -> int | None:
@@ -162,6 +181,8 @@ def measure(name: str, build, data, queries, k, single, exact, to_search=None) -
 def describe(index) -> str:
     import faiss
 
+    if isinstance(index, faiss.IndexIVFPQ):
+        return f"nlist {index.nlist}, nprobe {index.nprobe}, PQ {index.pq.M}x8 bits ({index.code_size} B/vector)"
     if isinstance(index, faiss.IndexIVF):
         return f"nlist {index.nlist}, nprobe {index.nprobe}"
     if isinstance(index, faiss.IndexHNSW):
@@ -204,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--dim", type=int, help="[the default encoder's dimension]")
     parser.add_argument("--topics", type=int, help="top-level clusters [vectors / 1000, at least 10]")
-    parser.add_argument("--types", default=",".join(TYPES), help="comma-separated subset of flat,ivf,hnsw")
+    parser.add_argument("--types", default=",".join(TYPES), help="comma-separated subset of flat,ivf,hnsw,ivfpq")
     parser.add_argument("--topic-spread", type=float, default=1.0, help="noise of sub-topic centres around topics")
     parser.add_argument("--point-spread", type=float, default=1.5, help="noise of points around sub-topic centres")
     parser.add_argument("--query-spread", type=float, default=0.75, help="noise added to data points to make queries")
@@ -260,6 +281,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{kind} ...", file=sys.stderr)
             results.append(measure(kind, lambda d, kind=kind: vectors.build(d, kind), data, queries,
                                    args.k, single, exact)[0])
+    if "ivfpq" in types:
+        print("ivfpq ...", file=sys.stderr)
+        results.append(measure("ivfpq", build_ivfpq, data, queries, args.k, single, exact)[0])
     for kind in gpu_kinds():
         if kind not in types:
             continue
