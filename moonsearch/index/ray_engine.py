@@ -16,6 +16,7 @@ Ray is imported here only, and only when asked for.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -168,6 +169,7 @@ class RayEngine:
             context = self.ray.data.DataContext.get_current()
             context.execution_options.preserve_order = True   # rows come back in catalog order
             context.enable_progress_bars = False              # the builder has its own
+            logging.getLogger("ray.data").setLevel(logging.WARNING)   # not a line per window started
             chunk_size = batch_size * chunk_batches
             window = plan["workers"] * WINDOW_CHUNKS_PER_WORKER
             products = catalog.products()
