@@ -40,7 +40,7 @@ def index(
     uri: Optional[str] = typer.Option(None, "--uri", help="With --store milvus: a milvus-lite file (./moonsearch.db) or a server (http://host:19530)."),
     engine: str = typer.Option("local", "--engine", help="local (this process encodes) | ray (a Ray Data actor pool; the [scale] extra)."),
     address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: a Ray cluster (host:port, ray://host:port, auto) [default: start a local Ray]."),
-    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="With --engine ray: encoder actors [default: one per GPU, else one per 4 CPUs]."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="With --engine ray: encoder actors [default: one per GPU, else one per CPU]."),
 ):
     """Index a product catalog into FAISS + DuckDB (or Milvus + DuckDB with --store milvus)."""
     from moonsearch.index.builder import build_index, encoding_engine

@@ -136,7 +136,8 @@ class _Cluster:
 
 
 @pytest.mark.parametrize("resources,workers,plan", [
-    ({"CPU": 16.0}, None, "ray: 4 cpu actor(s) x 4 thread(s)"),
+    ({"CPU": 16.0}, None, "ray: 16 cpu actor(s) x 1 thread(s)"),
+    ({"CPU": 16.0}, 4, "ray: 4 cpu actor(s) x 4 thread(s)"),
     ({"CPU": 2.0}, 2, "ray: 2 cpu actor(s) x 1 thread(s)"),
     ({"CPU": 32.0, "GPU": 4.0}, None, "ray: 4 cuda actor(s), 1 GPU each"),
 ])

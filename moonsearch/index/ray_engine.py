@@ -35,7 +35,10 @@ INSTALL = 'pip install -e ".[scale]"'
 # Chunks per actor in one Ray dataset. The driver holds a window's products; each window starts
 # its actors (and loads their encoders) again, so a window is minutes of work per actor.
 WINDOW_CHUNKS_PER_WORKER = 256
-CPUS_PER_WORKER = 4        # default CPU actor size: ONNX Runtime's gain per thread flattens past ~4
+# Default CPU actor size: one thread. Measured (benchmarks/results/ray_scaling.json), one actor
+# of 1 thread encoded 143.7 products per CPU-second, one of 2 threads 119.4: on CPUs, more
+# single-thread actors beat fewer multi-thread ones (each holds its own encoder in memory).
+CPUS_PER_WORKER = 1
 _ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
 
 
