@@ -108,6 +108,15 @@ def test_ray_build_equals_the_single_process_build(tmp_path, local_ray, monkeypa
           + ", ".join(f"{v} {worst[v]:.7f} {largest[v]:.1e}" for v in worst))
 
 
+def test_a_failure_on_ray_is_one_line_and_leaves_no_index(tmp_path, local_ray, monkeypatch):
+    catalog = make_tiny_catalog(tmp_path / "cat", tiny_records(8))
+    monkeypatch.setattr("moonsearch.index.ray_engine.encoder_spec", lambda encoder: "no-such-encoder")
+    with pytest.raises(MoonsearchError, match="^encoding on Ray failed: no weights for encoder 'no-such-encoder'"):
+        build_index(catalog, tmp_path / "index", device="cpu", engine=encoding_engine("ray", None, 1))
+    assert not (tmp_path / "index").exists()
+    assert ray.is_initialized()   # a Ray the engine did not start is left running
+
+
 def test_engine_choices_are_checked_in_one_line():
     with pytest.raises(MoonsearchError, match="unknown engine 'spark'"):
         encoding_engine("spark")

@@ -158,6 +158,16 @@ class RayEngine:
                      + (f" x {plan['threads']} thread(s)" if plan["device"] == "cpu" else ", 1 GPU each"))
         return plan
 
+    def _rows(self, dataset) -> Iterator[dict]:
+        """The dataset's rows; a failure on Ray (an actor that cannot load the encoder, a node
+        lost) is one line naming its cause, not Ray's traceback."""
+        try:
+            yield from dataset.iter_rows()
+        except self.ray.exceptions.RayError as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            cause = lines[-1].removeprefix("moonsearch.errors.MoonsearchError: ") if lines else type(exc).__name__
+            raise MoonsearchError(f"encoding on Ray failed: {cause}") from None
+
     def encoded_chunks(self, catalog, encoder, batch_size: int, chunk_batches: int,
                        by_length: bool) -> Iterator[tuple]:
         """(chunk, views) for the whole catalog in order, chunks of `chunk_batches` batches as
@@ -196,7 +206,7 @@ class RayEngine:
                     compute=self.ray.data.ActorPoolStrategy(size=min(plan["workers"], len(rows))),
                     num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"])
                 first = number
-                for row in dataset.iter_rows():
+                for row in self._rows(dataset):
                     if row["chunk"] != number:
                         raise MoonsearchError(f"Ray returned chunk {row['chunk']} where chunk {number} was due")
                     encoder_id, inputs, views, cpu = pickle.loads(row["encoded"])
