@@ -214,6 +214,8 @@ def private_cache(tmp_path: Path, monkeypatch, weights: Path) -> dict:
     shared = OnnxMoonEncoder.load(weights).paths    # exported into the user cache if needed
     monkeypatch.setenv("MOONSEARCH_CACHE", str(tmp_path / "cache"))
     paths = graph_paths(weights)
+    folder = paths["fusion"].parent
+    paths.update({kind: folder / path.name for kind, path in shared.items() if kind.endswith("-query")})  # query heads
     for kind, path in paths.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared[kind], path)
@@ -235,10 +237,11 @@ def test_a_damaged_cached_graph_is_rebuilt(tmp_path, monkeypatch, encoders):
 
 def test_a_damaged_graph_in_a_cli_query_is_rebuilt_without_a_traceback(tmp_path, monkeypatch, onnx_index):
     paths = private_cache(tmp_path, monkeypatch, weights_path("moon-lite"))
-    paths["fusion"].write_bytes(b"not an onnx graph")
+    graph = "text-query" if "text-query" in paths else "fusion"   # the graph a text query runs (its head's, if any)
+    paths[graph].write_bytes(b"not an onnx graph")
     done = run_python(CLI_SCRIPT, onnx_index, env={"MOONSEARCH_CACHE": str(tmp_path / "cache")})
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    assert '"id"' in done.stdout and paths["fusion"].stat().st_size > 1000
+    assert '"id"' in done.stdout and paths[graph].stat().st_size > 1000
 
 
 def test_a_damaged_graph_that_cannot_be_rebuilt_is_refused_in_one_line(tmp_path, monkeypatch):
