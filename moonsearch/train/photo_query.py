@@ -28,11 +28,9 @@ from moonsearch.encoder.moon import IMAGE, TEXT, MoonLite, Segment, pad_tokens
 from moonsearch.encoder.query_heads import head_path
 from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM
 from moonsearch.errors import MoonsearchError
-from moonsearch.progress import console, progress_bar
 from moonsearch.train.baseline import split_train_val
-from moonsearch.train.checkpoints import resume_checkpoint, save_checkpoint
 from moonsearch.train.report import prepare_output, save_training_outputs
-from moonsearch.train.schedule import plan_steps, warmup_cosine
+from moonsearch.train.query_head import fit_head
 from moonsearch.train.token_cache import TokenCache, build_photo_view_cache, build_training_cache
 
 GRID = (4, 3)    # rows x columns of the image tokens (a 128 x 96 input at stride 32)
@@ -76,19 +74,18 @@ def product_bank(model: MoonLite, cache: TokenCache, rows: np.ndarray, max_token
 class ViewSampler:
     """Image-only query tokens for a batch of cache rows: a random view of each product's photo."""
 
-    def __init__(self, cache: TokenCache, photo_views: np.ndarray, p_catalog: float, p_mirror: float,
-                 rng: np.random.Generator):
+    def __init__(self, cache: TokenCache, photo_views: np.ndarray, p_catalog: float, p_mirror: float):
         self.cache, self.photo_views = cache, photo_views
-        self.p_catalog, self.p_mirror, self.rng = p_catalog, p_mirror, rng
+        self.p_catalog, self.p_mirror = p_catalog, p_mirror
 
-    def __call__(self, rows: np.ndarray) -> Segment:
+    def __call__(self, rows: np.ndarray, rng: np.random.Generator) -> Segment:
         arrays = []
         for r in rows:
-            if self.rng.random() < self.p_catalog:
+            if rng.random() < self.p_catalog:
                 tokens = np.asarray(self.cache.image[r], np.float32)
             else:
-                tokens = np.asarray(self.photo_views[r, self.rng.integers(self.photo_views.shape[1])], np.float32)
-            arrays.append(mirrored_grid(tokens) if self.rng.random() < self.p_mirror else tokens)
+                tokens = np.asarray(self.photo_views[r, rng.integers(self.photo_views.shape[1])], np.float32)
+            arrays.append(mirrored_grid(tokens) if rng.random() < self.p_mirror else tokens)
         return Segment(*pad_tokens(arrays, IMAGE_FEATURE_DIM), IMAGE)
 
 
@@ -136,47 +133,13 @@ def train_photo_query(catalog: Path, config: dict, out: Path, resume: bool = Tru
     train_rows, val_rows = split_train_val(len(rows), float(config["data"].get("val_fraction", 0.03)), seed)
     train_rows, val_rows = rows[np.sort(train_rows)], rows[np.sort(val_rows)][:1000]
 
-    torch.manual_seed(seed)
-    head = MoonLite(**saved["model"])
-    head.load_state_dict(tensors)
-    head = head.to(device).train()
-    optim_cfg, loss_cfg = config["optim"], config["loss"]
-    optimizer = torch.optim.AdamW(head.parameters(), lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
-    batch_size, steps_per_epoch, total_steps = plan_steps(train_rows, optim_cfg, catalog)
-    scheduler = warmup_cosine(optimizer, total_steps)
-    np_rng = np.random.default_rng(seed)
-    sampler = ViewSampler(cache, photo_views, float(loss_cfg["p_catalog"]), float(loss_cfg["p_mirror"]), np_rng)
-    history = [{"epoch": 0, "val photo->mm hit@1": photo_hit1(head, photo_views, val_rows, bank, position[val_rows])}]
-    start_epoch, seconds_before = 0, 0.0
+    sampler = ViewSampler(cache, photo_views, float(config["loss"]["p_catalog"]), float(config["loss"]["p_mirror"]))
     checkpoint = Path(out).with_name(Path(out).name + ".checkpoint.pt")
-    restored = resume_checkpoint(checkpoint, config, device, head, optimizer, scheduler, np_rng) if resume else None
-    if restored is not None:
-        history, start_epoch, seconds_before = restored
-    temperature = float(loss_cfg["temperature"])
-    with progress_bar() as bar:
-        task = bar.add_task(f"training {config.get('name', 'photo-query')}", total=total_steps,
-                            completed=start_epoch * steps_per_epoch)
-        for epoch in range(start_epoch, optim_cfg["epochs"]):
-            order = np_rng.permutation(train_rows)
-            total = 0.0
-            for step in range(steps_per_epoch):
-                part = order[step * batch_size:(step + 1) * batch_size]
-                query, _ = head([sampler(part).to(device)])
-                logits = query @ bank.T / temperature
-                loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(position[part]).to(device))
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                total += loss.item()
-                bar.advance(task)
-            record = {"epoch": epoch + 1, "loss": round(total / steps_per_epoch, 4),
-                      "val photo->mm hit@1": photo_hit1(head, photo_views, val_rows, bank, position[val_rows])}
-            history.append(record)
-            console.log(record)
-            save_checkpoint(checkpoint, config, head, optimizer, scheduler, history, epoch + 1, np_rng,
-                            seconds_before + time.time() - started)
+    head, history, seconds = fit_head(
+        saved, tensors, train_rows, config, catalog, checkpoint, sampler,
+        lambda logits, part: torch.nn.functional.cross_entropy(logits, torch.from_numpy(position[part]).to(device)),
+        bank, lambda model: {"val photo->mm hit@1": photo_hit1(model, photo_views, val_rows, bank, position[val_rows])},
+        device=device, resume=resume, started=started)
 
     from moonsearch.encoder.base import file_sha256
 
@@ -186,7 +149,7 @@ def train_photo_query(catalog: Path, config: dict, out: Path, resume: bool = Tru
         "data": {"catalog": str(catalog), "products": len(cache), "train_rows": int(len(train_rows)),
                  "val_rows": int(len(val_rows)), "fingerprint": cache.stats.get("fingerprint")},
         "history": history,
-        "wall_seconds": {"caches": round(cache_seconds, 1), "total": round(seconds_before + time.time() - started, 1)},
+        "wall_seconds": {"caches": round(cache_seconds, 1), "total": round(seconds, 1)},
         "device": device,
     }
     save_training_outputs({k: v.cpu() for k, v in head.state_dict().items()},

@@ -36,10 +36,9 @@ from moonsearch.encoder.towers import TEXT_FEATURE_DIM
 from moonsearch.errors import MoonsearchError
 from moonsearch.progress import console, progress_bar
 from moonsearch.shopper import field_value, text_queries
-from moonsearch.train.checkpoints import resume_checkpoint, save_checkpoint
 from moonsearch.train.photo_query import load_base
+from moonsearch.train.query_head import fit_head
 from moonsearch.train.report import prepare_output, save_training_outputs
-from moonsearch.train.schedule import plan_steps, warmup_cosine
 
 
 def synonym_spellings() -> dict[str, list[str]]:
@@ -207,7 +206,7 @@ def train_text_query(catalog: Path, config: dict, out: Path, resume: bool = True
     base_path, saved, tensors = load_base(config["base"])
     base_id = f"{base_path.stem}@{file_sha256(base_path)[:16]}"
     seed = int(config.get("seed", 0))
-    data_cfg, optim_cfg, loss_cfg = config["data"], config["optim"], config["loss"]
+    data_cfg = config["data"]
     started = time.time()
     products = load_split(Path(catalog), split="train", limit=data_cfg.get("limit"))
     exclude = data_cfg.get("exclude", saved["training"]["data"].get("exclude"))
@@ -241,56 +240,25 @@ def train_text_query(catalog: Path, config: dict, out: Path, resume: bool = True
     def score(model) -> dict:
         return validation(model, val["tokens"], val["positives"], val["bank"], val["titles"], device) if val else {}
 
-    torch.manual_seed(seed)
-    head = MoonLite(**saved["model"])
-    head.load_state_dict(tensors)
-    head = head.to(device).train()
-    optimizer = torch.optim.AdamW(head.parameters(), lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
-    rows = np.arange(len(texts))
-    batch_size, steps_per_epoch, total_steps = plan_steps(rows, optim_cfg, catalog)
-    scheduler = warmup_cosine(optimizer, total_steps)
-    np_rng = np.random.default_rng(seed)
-    history = [{"epoch": 0, **score(head)}]
-    start_epoch, seconds_before = 0, 0.0
+    def multi_positive(logits: torch.Tensor, part: np.ndarray) -> torch.Tensor:
+        """InfoNCE with every product the query's rule accepts as a positive:
+        -log(sum over the rule's products / sum over all)."""
+        positive = torch.zeros_like(logits, dtype=torch.bool)
+        for j, r in enumerate(part):
+            positive[j, torch.from_numpy(positives[r]).to(device)] = True
+        return (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~positive, -torch.inf), 1)).mean()
+
     checkpoint = Path(out).with_name(Path(out).name + ".checkpoint.pt")
-    restored = resume_checkpoint(checkpoint, config, device, head, optimizer, scheduler, np_rng) if resume else None
-    if restored is not None:
-        history, start_epoch, seconds_before = restored
-    temperature = float(loss_cfg["temperature"])
-    with progress_bar() as bar:
-        task = bar.add_task(f"training {config.get('name', 'text-query')}", total=total_steps,
-                            completed=start_epoch * steps_per_epoch)
-        for epoch in range(start_epoch, optim_cfg["epochs"]):
-            order = np_rng.permutation(rows)
-            total = 0.0
-            for step in range(steps_per_epoch):
-                part = order[step * batch_size:(step + 1) * batch_size]
-                query, _ = head([segment(tokens, part, device)])
-                logits = query @ bank.T / temperature
-                positive = torch.zeros_like(logits, dtype=torch.bool)
-                for j, r in enumerate(part):
-                    positive[j, torch.from_numpy(positives[r]).to(device)] = True
-                # multi-positive InfoNCE: -log(sum over the rule's products / sum over all)
-                loss = (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~positive, -torch.inf), 1)).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                total += loss.item()
-                bar.advance(task)
-            record = {"epoch": epoch + 1, "loss": round(total / steps_per_epoch, 4), **score(head)}
-            history.append(record)
-            console.log(record)
-            save_checkpoint(checkpoint, config, head, optimizer, scheduler, history, epoch + 1, np_rng,
-                            seconds_before + time.time() - started)
+    head, history, seconds = fit_head(saved, tensors, np.arange(len(texts)), config, catalog, checkpoint,
+                                      lambda part, rng: segment(tokens, part, device), multi_positive, bank, score,
+                                      device=device, resume=resume, started=started)
 
     report = {
         "encoder": "text-query", "name": config.get("name"), "base": base_id,
         "data": {"catalog": str(catalog), "products": len(train_products), "queries": len(texts),
                  "held_out_products": len(val_products), "index": None if index is None else str(index)},
         "history": history,
-        "wall_seconds": {"caches": round(cache_seconds, 1), "total": round(seconds_before + time.time() - started, 1)},
+        "wall_seconds": {"caches": round(cache_seconds, 1), "total": round(seconds, 1)},
         "device": device,
     }
     save_training_outputs({k: v.cpu() for k, v in head.state_dict().items()},
