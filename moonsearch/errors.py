@@ -15,3 +15,7 @@ class IndexFormatError(MoonsearchError):
 
 class IndexDamagedError(IndexFormatError):
     """A file of an index is missing, cut short or changed since the index recorded it."""
+
+
+class UnknownProductError(MoonsearchError):
+    """A write named product ids the index does not hold (the server answers 404)."""

@@ -35,6 +35,12 @@ def post(url: str, body: dict):
         return json.loads(response.read())
 
 
+def delete(url: str):
+    request = urllib.request.Request(url, method="DELETE", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=WAIT_S) as response:
+        return json.loads(response.read())
+
+
 def start(index, workers: int):
     port = free_port()
     env = {**os.environ, "MOONSEARCH_SERVE_TOKEN": TOKEN}
@@ -106,6 +112,13 @@ def test_two_workers_answer_and_a_write_through_one_reaches_both(index):
         assert summary["added"] == 1
         until("the write in every worker", lambda: found_by_every_worker(url, workers, "NEWW", "zebrastripe velvet gown"),
               proc)
+        # a delete right after an upsert may reach the worker that has not followed it yet
+        for i in range(4):
+            assert post(f"{url}/products", {"products": [record(f"TMP{i}", "Checkered wool scarf")]})["added"] == 1
+            assert delete(f"{url}/products/TMP{i}")["deleted"] == 1
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            delete(f"{url}/products/NEVER")
+        assert missing.value.code == 404
     finally:
         stop(proc)
 

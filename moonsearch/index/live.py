@@ -33,7 +33,7 @@ from moonsearch.catalog.fields import RecordContext, build_product
 from moonsearch.catalog.models import Skip
 from moonsearch.encoder.base import VIEWS, Encoder
 from moonsearch.catalog.inputs import UNWEIGHTED, image_failure, keyword_text, model_input
-from moonsearch.errors import MoonsearchError
+from moonsearch.errors import MoonsearchError, UnknownProductError
 from moonsearch.store.backends import check_backend, create_vectors, open_records, open_vectors, release_unused
 from moonsearch.index.further_images import after_first, embed_further
 from moonsearch.store.extra_images import ExtraImageMap
@@ -273,7 +273,7 @@ class IndexWriter:
             found = records.keys_of([str(i) for i in delete_ids])
             missing = [str(i) for i in delete_ids if str(i) not in found]
             if missing and not found and not delete_filters:
-                raise MoonsearchError(f"no product with id {', '.join(missing[:5])} in {self.folder}")
+                raise UnknownProductError(f"no product with id {', '.join(missing[:5])} in {self.folder}")
             summary.report += [{"kind": "not_found", "id": i} for i in missing]
             gone |= set(found.values())
         if delete_filters:

@@ -31,7 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from moonsearch.errors import MoonsearchError
+from moonsearch.errors import MoonsearchError, UnknownProductError
 from moonsearch.serve.config import ServeConfig
 from moonsearch.serve.queries import NotFound, Query, RankedLists, facets, search_page, similar
 from moonsearch.serve.state import ServedIndex
@@ -445,9 +445,12 @@ def create_app(config: ServeConfig, served: ServedIndex | None = None) -> FastAP
     def delete(product_id: str, request: Request):
         """Remove one product (bearer token)."""
         check_token(request)
-        if served.state.row_of(product_id) is None:
-            raise NotFound(f"no product with id '{product_id}'")
-        summary = served.write(lambda writer: writer.delete([product_id]))
+        # Asked of the writer, which reads the newest state: with several workers, the product
+        # may have been added through another worker a moment ago, before this one followed.
+        try:
+            summary = served.write(lambda writer: writer.delete([product_id]))
+        except UnknownProductError:
+            raise NotFound(f"no product with id '{product_id}'") from None
         return write_summary(summary)
 
     return app

@@ -27,6 +27,7 @@ import numpy as np
 
 from moonsearch.search.product_index import ProductIndex
 from moonsearch.store.filters import Filter, parse_filters
+from moonsearch.store.manifest import Manifest
 
 log = logging.getLogger("moonsearch.serve")
 
@@ -163,8 +164,6 @@ class ServedIndex:
             self._follower.start()
 
     def _follow(self, every_s: float) -> None:
-        from moonsearch.store.manifest import Manifest
-
         refused = None   # a generation that would not open (another encoder, damage): said once
         while not self._stop.wait(every_s):
             generation = None
@@ -199,7 +198,8 @@ class ServedIndex:
         with self._write_mutex:
             with self._state.index.writer(lock_wait_s=WRITE_WAIT_SECONDS) as writer:
                 summary = change(writer)
-            self._swap_in_current()
+            if Manifest.read(self.folder).generation != self._state.generation:   # not when nothing changed
+                self._swap_in_current()
             return summary
 
     def _swap_in_current(self) -> None:
