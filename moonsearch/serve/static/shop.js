@@ -72,8 +72,11 @@ function notice(message, isError = false) {
   box.classList.toggle("error", isError);
 }
 
+let latestRun = 0;   // a slower, older search must not overwrite a newer one's results
+
 async function run(resetPage = true) {
   if (resetPage) state.offset = 0;
+  const ticket = ++latestRun;
   const params = { q: state.q, filter: filters(), sort: state.sort, limit: PAGE, offset: state.offset };
   $("summary").textContent = "Searching\u2026";
   try {
@@ -81,10 +84,12 @@ async function run(resetPage = true) {
       call("/search", params),
       call("/facets", { q: state.q, filter: filters() }),
     ]);
+    if (ticket !== latestRun) return;
     drawResults(page, facets.candidates);
     drawFacets(facets);
     notice(page.ranking && page.ranking.note ? page.ranking.note : "");
   } catch (error) {
+    if (ticket !== latestRun) return;
     notice(error.message, true);
     $("summary").textContent = "";
     $("grid").replaceChildren();
