@@ -29,8 +29,8 @@ from moonsearch.encoder.query_heads import head_path
 from moonsearch.encoder.towers import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM
 from moonsearch.errors import MoonsearchError
 from moonsearch.train.baseline import split_train_val
-from moonsearch.train.report import prepare_output, save_training_outputs
-from moonsearch.train.query_head import fit_head
+from moonsearch.train.report import prepare_output
+from moonsearch.train.query_head import fit_head, save_head
 from moonsearch.train.token_cache import TokenCache, build_photo_view_cache, build_training_cache
 
 GRID = (4, 3)    # rows x columns of the image tokens (a 128 x 96 input at stride 32)
@@ -144,18 +144,10 @@ def train_photo_query(catalog: Path, config: dict, out: Path, resume: bool = Tru
     from moonsearch.encoder.base import file_sha256
 
     base_id = f"{base_path.stem}@{file_sha256(base_path)[:16]}"
-    report = {
-        "encoder": "photo-query", "name": config.get("name"), "base": base_id,
-        "data": {"catalog": str(catalog), "products": len(cache), "train_rows": int(len(train_rows)),
-                 "val_rows": int(len(val_rows)), "fingerprint": cache.stats.get("fingerprint")},
-        "history": history,
-        "wall_seconds": {"caches": round(cache_seconds, 1), "total": round(seconds, 1)},
-        "device": device,
-    }
-    save_training_outputs({k: v.cpu() for k, v in head.state_dict().items()},
-                          {"model": saved["model"], "base": base_id, "training": config}, report, Path(out))
-    checkpoint.unlink(missing_ok=True)
-    return report
+    data = {"catalog": str(catalog), "products": len(cache), "train_rows": int(len(train_rows)),
+            "val_rows": int(len(val_rows)), "fingerprint": cache.stats.get("fingerprint")}
+    return save_head("photo", head, saved, base_id, config, data, history, cache_seconds, seconds, device, out,
+                     checkpoint)
 
 
 def default_output(base: str) -> Path:

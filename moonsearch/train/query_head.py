@@ -19,6 +19,7 @@ import torch
 from moonsearch.encoder.moon import MoonLite, Segment
 from moonsearch.progress import console, progress_bar
 from moonsearch.train.checkpoints import resume_checkpoint, save_checkpoint
+from moonsearch.train.report import save_training_outputs
 from moonsearch.train.schedule import plan_steps, warmup_cosine
 
 
@@ -72,3 +73,16 @@ def fit_head(saved: dict, tensors: dict, rows: np.ndarray, config: dict, catalog
             save_checkpoint(checkpoint, config, head, optimizer, scheduler, history, epoch + 1, np_rng,
                             seconds_before + time.time() - started)
     return head, history, seconds_before + time.time() - started
+
+
+def save_head(kind: str, head: MoonLite, saved: dict, base_id: str, config: dict, data: dict, history: list,
+              cache_seconds: float, seconds: float, device: str, out: Path, checkpoint: Path) -> dict:
+    """Write the head beside its base (weights, config naming the base, training report) and
+    drop the epoch checkpoint; returns the report."""
+    report = {"encoder": f"{kind}-query", "name": config.get("name"), "base": base_id, "data": data,
+              "history": history, "wall_seconds": {"caches": round(cache_seconds, 1), "total": round(seconds, 1)},
+              "device": device}
+    save_training_outputs({k: v.cpu() for k, v in head.state_dict().items()},
+                          {"model": saved["model"], "base": base_id, "training": config}, report, Path(out))
+    checkpoint.unlink(missing_ok=True)
+    return report

@@ -37,8 +37,8 @@ from moonsearch.errors import MoonsearchError
 from moonsearch.progress import console, progress_bar
 from moonsearch.shopper import field_value, text_queries
 from moonsearch.train.photo_query import load_base
-from moonsearch.train.query_head import fit_head
-from moonsearch.train.report import prepare_output, save_training_outputs
+from moonsearch.train.query_head import fit_head, save_head
+from moonsearch.train.report import prepare_output
 
 
 def synonym_spellings() -> dict[str, list[str]]:
@@ -253,18 +253,10 @@ def train_text_query(catalog: Path, config: dict, out: Path, resume: bool = True
                                       lambda part, rng: segment(tokens, part, device), multi_positive, bank, score,
                                       device=device, resume=resume, started=started)
 
-    report = {
-        "encoder": "text-query", "name": config.get("name"), "base": base_id,
-        "data": {"catalog": str(catalog), "products": len(train_products), "queries": len(texts),
-                 "held_out_products": len(val_products), "index": None if index is None else str(index)},
-        "history": history,
-        "wall_seconds": {"caches": round(cache_seconds, 1), "total": round(seconds, 1)},
-        "device": device,
-    }
-    save_training_outputs({k: v.cpu() for k, v in head.state_dict().items()},
-                          {"model": saved["model"], "base": base_id, "training": config}, report, Path(out))
-    checkpoint.unlink(missing_ok=True)
-    return report
+    data = {"catalog": str(catalog), "products": len(train_products), "queries": len(texts),
+            "held_out_products": len(val_products), "index": None if index is None else str(index)}
+    return save_head("text", head, saved, base_id, config, data, history, cache_seconds, seconds, device, out,
+                     checkpoint)
 
 
 def default_output(base: str) -> Path:
