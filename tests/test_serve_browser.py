@@ -88,9 +88,20 @@ def browser():
 
 def wait(driver, condition, seconds=60):
     """Generous: on a loaded 2-core machine a first search (index, encoder, page) took over 30 s."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, seconds, poll_frequency=0.2).until(condition)
+    try:
+        return WebDriverWait(driver, seconds, poll_frequency=0.2).until(condition)
+    except TimeoutException:
+        # say what the page showed instead, and keep a screenshot of it
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(ARTEFACTS / "timeout.png"))
+        seen = {name: driver.find_element(By.ID, name).text for name in ("summary", "notice")}
+        logs = [e["message"] for e in driver.get_log("browser")][-5:]
+        raise AssertionError(f"page did not reach the state within {seconds} s; it showed {seen}, "
+                             f"{len(cards(driver))} cards; browser log: {logs}") from None
 
 
 def cards(driver):
