@@ -52,6 +52,15 @@ class ApiError(Exception):
         self.headers = headers
 
 
+class PageJSON(JSONResponse):
+    """json.dumps without FastAPI's jsonable_encoder walk; a numpy scalar that reaches a page
+    (a score or count left as numpy) is written as its Python value instead of failing."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                          default=lambda value: value.item() if hasattr(value, "item") else str(value)).encode("utf-8")
+
+
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
@@ -201,11 +210,11 @@ def create_app(config: ServeConfig, served: ServedIndex | None = None) -> FastAP
     # 24-hit page cost 1.4 ms of the ~11 ms of CPU a text search takes, all of it holding the GIL.
     def run_search(query: Query) -> JSONResponse:
         with served.reading() as state:
-            return JSONResponse(search_page(state, query, cache, config.candidates))
+            return PageJSON(search_page(state, query, cache, config.candidates))
 
     def run_facets(query: Query, fields: list[str] | None) -> JSONResponse:
         with served.reading() as state:
-            return JSONResponse(facets(state, query, cache, config.candidates, fields or config.facet_fields or None))
+            return PageJSON(facets(state, query, cache, config.candidates, fields or config.facet_fields or None))
 
     def check_token(request: Request) -> None:
         if not config.write_token:
