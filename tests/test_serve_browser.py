@@ -46,8 +46,11 @@ def server(sample_index):
     _, index = sample_index
     port = free_port()
     env = {**os.environ, "MOONSEARCH_SERVE_TOKEN": ""}
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    log_path = ARTEFACTS / "server.log"   # kept beside the screenshots: a 500's traceback is there
+    log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "moonsearch.cli", "serve", "--index", str(index.folder),
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while True:
@@ -59,7 +62,8 @@ def server(sample_index):
             pass
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
-            pytest.fail(f"the server did not start: {proc.stdout.read().decode(errors='replace')[-2000:]}")
+            log.close()
+            pytest.fail(f"the server did not start: {log_path.read_text(errors='replace')[-2000:]}")
         time.sleep(0.3)
     yield url
     proc.terminate()
@@ -67,6 +71,7 @@ def server(sample_index):
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log.close()
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +105,11 @@ def wait(driver, condition, seconds=60):
         driver.save_screenshot(str(ARTEFACTS / "timeout.png"))
         seen = {name: driver.find_element(By.ID, name).text for name in ("summary", "notice")}
         logs = [e["message"] for e in driver.get_log("browser")][-5:]
+        server_log = ARTEFACTS / "server.log"
+        errors = [line for line in server_log.read_text(errors="replace").splitlines()
+                  if "Error" in line or "unexpected" in line][-6:] if server_log.exists() else []
         raise AssertionError(f"page did not reach the state within {seconds} s; it showed {seen}, "
-                             f"{len(cards(driver))} cards; browser log: {logs}") from None
+                             f"{len(cards(driver))} cards; browser log: {logs}; server errors: {errors}") from None
 
 
 def cards(driver):

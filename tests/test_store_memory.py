@@ -352,3 +352,46 @@ def test_shopper_queries_rank_as_duckdb_on_real_products(myntra_store):
         assert myntra_store.allowed_rows(filters).tolist() == myntra_store.allowed_rows_sql(filters).tolist()
     rows = list(range(0, SLICE, 7))
     assert myntra_store.products(rows) == myntra_store.products_sql(rows)
+
+
+# ---- many threads -----------------------------------------------------------------------------
+
+def test_first_uses_from_many_threads_at_once_equal_the_sql(folder):
+    """A server's threads share one store. Their first uses of filter keys, records and keyword
+    postings reach DuckDB at the same moment; each must get its own answer (on one shared
+    connection, threads read each other's results: a server's intermittent 500)."""
+    import threading
+
+    keys = ["gender=Men", "baseColour=Red", "usage!=Casual", "price<1000", "attributes.Pattern=Solid",
+            "brand=saffron lane", "attributes.Sleeve Length=Long Sleeves",
+            "attributes.Frame Shape!=Wayfarer"]
+    reference = MetadataStore(folder)
+    expected = {text: reference.allowed_rows_sql(parse_filters([text])).tolist() for text in keys}
+    expected_words = reference.keyword_rows_sql("red dress", 20)
+    expected_records = reference.products_sql([0, 1, 2])
+    reference.close()
+    for _ in range(12):   # a fresh store each round: every round's uses are first uses
+        s = MetadataStore(folder)
+        start = threading.Barrier(len(keys) + 2)
+        got, errors = {}, []
+
+        def run(name, call):
+            start.wait()
+            try:
+                got[name] = call()
+            except Exception as exc:   # recorded: the assertion below names it
+                errors.append(f"{name}: {type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=run, args=(t, lambda t=t: s.allowed_rows(parse_filters([t])).tolist()))
+                   for t in keys]
+        threads.append(threading.Thread(target=run, args=("words", lambda: s.keyword_rows("red dress", 20))))
+        threads.append(threading.Thread(target=run, args=("records", lambda: s.products([0, 1, 2]))))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        s.close()
+        assert not errors, errors
+        assert {t: got[t] for t in keys} == expected
+        assert same_ranking(expected_words, got["words"])
+        assert got["records"] == expected_records

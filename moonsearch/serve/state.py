@@ -1,11 +1,10 @@
 """The index a server holds: opened and warmed once, searched by many threads, swapped after a write.
 
 Why this shape: a warm ProductIndex answers searches from memory (records, keyword postings,
-filter values), which threads may read together; but the first use of each of those, and lookups
-such as `row_of`, run SQL on the index's one DuckDB connection, which is not safe to share
-between threads. So searches run concurrently under a shared lock, every call that may reach
-DuckDB runs under one mutex, and a write builds and warms the next state beside the served one,
-then swaps it in under the exclusive lock (readers wait only for the swap, not for the write).
+filter values), which threads may read together (the store gives each thread its own DuckDB
+cursor for what still reads SQL: first uses, `row_of`). So searches run concurrently under a
+shared lock, and a write builds and warms the next state beside the served one, then swaps it
+in under the exclusive lock (readers wait only for the swap, not for the write).
 
 Other processes write to the same index too: the server's other workers (`serve --workers N`)
 or `moonsearch upsert` beside a running server. A follower thread looks at the manifest every
@@ -79,34 +78,30 @@ class IndexState:
     def __init__(self, index: ProductIndex):
         self.index = index
         self.generation = index.manifest.generation
-        self.sql = threading.Lock()          # the one DuckDB connection: one caller at a time
         self.loaded_keys: set[str] = set()   # filter keys whose values are in memory
         self.facet_values: dict[int, list[tuple[str, str]]] = {}
         self.known_keys = {key for key, _ in index.store.attribute_keys()}
 
     def warm(self, text: str = "shirt") -> None:
         """Run the searches whose first use reads SQL (keywords, records, filters) until every
-        structure a search touches is in memory, so concurrent searches never reach DuckDB."""
-        with self.sql:
-            for _ in range(2):   # the store answers the first use by SQL, loads on the second
-                self.index.search(text=text, k=5)
-                self.index.search(text=text, k=5, hybrid=False)
-            self.index.allowed_rows([], "image")
-            self.index.store.allowed_rows([])   # the filter index's product list
-            if self.index.manifest.counts.get("with_image"):   # the photo path's graphs, before the first photo
-                from PIL import Image
+        structure a search touches is in memory before the first request waits for it."""
+        for _ in range(2):   # the store answers the first use by SQL, loads on the second
+            self.index.search(text=text, k=5)
+            self.index.search(text=text, k=5, hybrid=False)
+        self.index.allowed_rows([], "image")
+        self.index.store.allowed_rows([])   # the filter index's product list
+        if self.index.manifest.counts.get("with_image"):   # the photo path's graphs, before the first photo
+            from PIL import Image
 
-                self.index.embed_query(image=Image.new("RGB", (96, 128), "white"))
+            self.index.embed_query(image=Image.new("RGB", (96, 128), "white"))
 
     def load_key(self, key: str) -> None:
-        """Bring one filter key's values into memory under the SQL mutex (its first use reads
-        them), so later filtered searches on it stay in memory."""
+        """Bring one filter key's values into memory (its first use reads them), so later
+        filtered searches on it stay in memory; a new state loads the keys the old one had."""
         if key in self.loaded_keys or key not in self.known_keys:
             return
-        with self.sql:
-            if key not in self.loaded_keys:
-                self.index.store.allowed_rows([Filter(key, "=", ("",))])
-                self.loaded_keys.add(key)
+        self.index.store.allowed_rows([Filter(key, "=", ("",))])
+        self.loaded_keys.add(key)
 
     def prepare_filters(self, filters: list[str]) -> list[Filter]:
         """Parse filters (a bad one is a MoonsearchError naming it) and load their keys."""
@@ -116,8 +111,7 @@ class IndexState:
         return parsed
 
     def row_of(self, product_id: str) -> int | None:
-        with self.sql:
-            return self.index.store.row_of(str(product_id))
+        return self.index.store.row_of(str(product_id))
 
     def facet_pairs(self, rows: np.ndarray, flatten) -> list[list[tuple[str, str]]]:
         """(key, value) pairs of each row's attributes, read once per row per state."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -179,18 +180,46 @@ _DAMAGE = (duckdb.IOException, duckdb.SerializationException, duckdb.InternalExc
 
 
 class _GuardedConnection:
-    """A DuckDB connection whose reads of a damaged file raise one IndexDamagedError naming the
-    file and what to do, instead of DuckDB's traceback wherever the damage is first read."""
+    """The store's DuckDB connection, safe to share between threads, whose reads of a damaged
+    file raise one IndexDamagedError naming the file and what to do, instead of DuckDB's
+    traceback wherever the damage is first read.
+
+    Why per-thread cursors: a DuckDB connection is not thread-safe. Two threads' queries on one
+    connection read each other's results (a server's first two searches loading the same filter
+    key concurrently got `None` back: an intermittent 500). So the thread that opened the store
+    uses the connection and every other thread its own cursor on the same database, which
+    sees the same data and the extensions loaded on it."""
 
     def __init__(self, con, path: Path):
         self._con = con
         self._path = path
+        self._owner = threading.get_ident()
+        self._local = threading.local()
+        self._cursors: list = []
+        self._cursors_lock = threading.Lock()
+
+    def _for_this_thread(self):
+        if threading.get_ident() == self._owner:
+            return self._con
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._local.cursor = self._con.cursor()
+            with self._cursors_lock:
+                self._cursors.append(cursor)
+        return cursor
 
     def execute(self, *args, **kwargs):
         try:
-            return self._con.execute(*args, **kwargs)
+            return self._for_this_thread().execute(*args, **kwargs)
         except _DAMAGE as exc:
             raise damaged(self._path, f"cannot be read ({str(exc).splitlines()[0][:160]})") from None
+
+    def close(self) -> None:
+        with self._cursors_lock:
+            cursors, self._cursors = self._cursors, []
+        for cursor in cursors:
+            cursor.close()
+        self._con.close()
 
     def __getattr__(self, name):
         return getattr(self._con, name)
