@@ -379,6 +379,38 @@ def test_several_record_files_is_ambiguous(tmp_path):
         open_catalog(tmp_path)
 
 
+def test_a_folder_of_several_files_of_one_format_is_one_catalog(tmp_path):
+    """Read in name order (subfolders too when the top holds no records file), sources name each
+    file by its path in the folder, image paths resolve against each file's own folder, and
+    hidden or underscore files (Spark's _SUCCESS) are left out."""
+    for folder in ("2026-01", "2026-02", "images"):
+        (tmp_path / folder).mkdir()
+    write_jsonl(tmp_path / "2026-02" / "part-0.jsonl", [{"id": "C", "title": "green top", "image": "img/c.png"}])
+    write_jsonl(tmp_path / "2026-01" / "part-1.jsonl", [{"title": "no id"}, {"id": "B", "title": "blue shirt"}])
+    write_jsonl(tmp_path / "2026-01" / "part-0.jsonl", [{"id": "A", "title": "red dress", "image": "../images/a.png"}])
+    write_jsonl(tmp_path / "2026-01" / "_temporary.jsonl", [{"id": "X", "title": "not read"}])
+    (tmp_path / "2026-01" / "_SUCCESS").write_text("")
+    catalog = open_catalog(tmp_path)
+    assert (catalog.path, catalog.format) == (tmp_path.resolve(), "jsonl")
+    scan = catalog.scan()
+    assert (scan.rows, scan.products) == (4, 3)
+    assert [(s.source, s.reason) for s in scan.skips] == [("2026-01/part-1.jsonl:1", "missing id")]
+    products = list(catalog.products())
+    assert [(p.id, p.source) for p in products] == [
+        ("A", "2026-01/part-0.jsonl:1"), ("B", "2026-01/part-1.jsonl:2"), ("C", "2026-02/part-0.jsonl:1")]
+    assert products[0].images == (tmp_path.resolve() / "images" / "a.png",)
+    assert products[2].images == (tmp_path.resolve() / "2026-02" / "img" / "c.png",)
+    assert [[p.id for p in file] for file in catalog.products_by_file()] == [["A"], ["B"], ["C"]]
+
+    write_jsonl(tmp_path / "2026-02" / "part-1.jsonl", [{"id": "A", "title": "red dress again"}])
+    with pytest.raises(CatalogError, match=r"^[^:]+: 1 product id\(s\) used more than once: 'A' "
+                                           r"\(at 2026-01/part-0\.jsonl:1, 2026-02/part-1\.jsonl:1\)"):
+        open_catalog(tmp_path).scan()
+    write_csv(tmp_path / "2026-02" / "part-2.csv", [["id", "title"]])
+    with pytest.raises(CatalogError, match="record files of several formats"):
+        open_catalog(tmp_path)
+
+
 def test_missing_path_and_unsupported_suffix(tmp_path):
     with pytest.raises(CatalogError, match="not found"):
         open_catalog(tmp_path / "nope")

@@ -1,9 +1,15 @@
-"""Find and stream a catalog's records, one at a time, in any supported layout."""
+"""Find and stream a catalog's records, one at a time, in any supported layout.
+
+A catalog is one records file, or a folder of several records files of one format (an export
+cut into `part-*.jsonl`, `part-*.parquet`, ...), read in name order as one catalog. Each file's
+image paths are relative to the folder that file is in. `file_items` is the one place a file's
+rows become products or skips: the reader here and the Ray engine's read tasks both call it."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -50,11 +56,11 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
                 raise _utf8_error(path, number, raw, exc) from None
 
 
-def _jsonl_records(path: Path) -> Iterator[Record]:
+def _jsonl_records(path: Path, name: str) -> Iterator[Record]:
     for number, text in _decoded_lines(path):
         if not text.strip():
             continue
-        source = f"{path.name}:{number}"
+        source = f"{name}:{number}"
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -69,7 +75,7 @@ def _jsonl_records(path: Path) -> Iterator[Record]:
         yield number, source, value
 
 
-def _csv_records(path: Path, kaggle: bool) -> Iterator[Record]:
+def _csv_records(path: Path, name: str, kaggle: bool) -> Iterator[Record]:
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
     consumed = 0  # physical lines handed to the csv module so far
@@ -99,7 +105,7 @@ def _csv_records(path: Path, kaggle: bool) -> Iterator[Record]:
             lowered = [name.lower() for name in header]
             title_at = next((lowered.index(k) for k in TITLE_KEYS if k in lowered), None)
             continue
-        source = f"{path.name}:{number}"
+        source = f"{name}:{number}"
         if len(row) > len(header):
             surplus = len(row) - len(header)
             if kaggle and title_at is not None:
@@ -114,7 +120,7 @@ def _csv_records(path: Path, kaggle: bool) -> Iterator[Record]:
         yield number, source, record
 
 
-def _parquet_records(path: Path) -> Iterator[Record]:
+def _parquet_records(path: Path, name: str) -> Iterator[Record]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -134,81 +140,130 @@ def _parquet_records(path: Path) -> Iterator[Record]:
             raise CatalogError(f"cannot read Parquet file {path} after row {row}: {exc}") from None
         for record in records:
             row += 1
-            yield row, f"{path.name}:{row}", record
+            yield row, f"{name}:{row}", record
+
+
+def file_items(path: Path, name: str, format: str, root: Path) -> Iterator[tuple[int, str, Product | Skip]]:
+    """One records file's rows in order: (line or row, "name:line", Product or Skip). `name` is
+    what sources call the file; image paths resolve against `root`."""
+    if format == "jsonl":
+        records = _jsonl_records(path, name)
+    elif format == "parquet":
+        records = _parquet_records(path, name)
+    else:
+        records = _csv_records(path, name, kaggle=format == "kaggle-styles")
+    ctx = RecordContext(root=root, derive_image=format == "kaggle-styles")
+    for number, source, record in records:
+        yield number, source, record if isinstance(record, Skip) else build_product(record, source, ctx)
+
+
+class IdCheck:
+    """Product ids seen so far and where each was first: its line in a one-file catalog, its
+    "file:line" in a catalog of several files. `collect` gathers every repeat for one error
+    (`check`); otherwise the first repeat is the error."""
+
+    def __init__(self, name: str, several: bool, collect: bool):
+        self.name, self.several, self.collect = name, several, collect
+        self.first: dict[str, int | str] = {}
+        self.duplicates: dict[str, list[int | str]] = {}
+
+    def add(self, pid: str, number: int, source: str) -> bool:
+        """True for an id not seen before; False (or the error) for a repeat."""
+        where = source if self.several else number
+        first = self.first.get(pid)
+        if first is None:
+            self.first[pid] = where
+            return True
+        if not self.collect:
+            places = f"at {first} and {where}" if self.several else f"on lines {first} and {where}"
+            raise CatalogError(f"{self.name}: duplicate product id {pid!r} {places}; product ids must be unique")
+        self.duplicates.setdefault(pid, [first]).append(where)
+        return False
+
+    def check(self) -> None:
+        if not self.duplicates:
+            return
+        word = "at" if self.several else "lines"
+        shown = [
+            f"{pid!r} ({word} {', '.join(map(str, places[:5]))}{', ...' if len(places) > 5 else ''})"
+            for pid, places in list(self.duplicates.items())[:MAX_DUPLICATES_SHOWN]
+        ]
+        more = len(self.duplicates) - len(shown)
+        raise CatalogError(
+            f"{self.name}: {len(self.duplicates)} product id(s) used more than once: "
+            + "; ".join(shown)
+            + (f"; and {more} more" if more else "")
+            + ". Product ids must be unique."
+        )
 
 
 class Catalog:
-    """A records file plus the folder its image paths are relative to."""
+    """A records file plus the folder its image paths are relative to, or a folder of several
+    records files of one format (`files`, in reading order), each relative to its own folder."""
 
-    def __init__(self, path: str | Path, format: str, root: str | Path | None = None):
+    def __init__(self, path: str | Path, format: str, root: str | Path | None = None,
+                 files: list[Path] | None = None):
         if format not in FORMATS:
             raise CatalogError(f"unknown catalog format {format!r}; expected one of {', '.join(FORMATS)}")
         self.path = Path(path)
-        self.root = Path(root) if root is not None else self.path.parent
+        self.root = Path(root) if root is not None else (self.path if files else self.path.parent)
         self.format = format
+        self.files = [Path(f) for f in files] if files else None
         self.skips: list[Skip] = []
 
     def __repr__(self) -> str:
         return f"Catalog({str(self.path)!r}, format={self.format!r})"
 
-    def _records(self) -> Iterator[Record]:
-        if self.format == "jsonl":
-            return _jsonl_records(self.path)
-        if self.format == "parquet":
-            return _parquet_records(self.path)
-        return _csv_records(self.path, kaggle=self.format == "kaggle-styles")
+    def parts(self) -> list[tuple[Path, str, Path]]:
+        """(file, the name its sources use, the folder its image paths are relative to), in
+        reading order: one for a records file; for a folder of several, each file named by its
+        path inside the folder."""
+        if self.files is None:
+            return [(self.path, self.path.name, self.root)]
+        return [(f, f.relative_to(self.path).as_posix(), f.parent) for f in self.files]
 
-    def _walk(self, tally: CatalogScan, duplicates: dict[str, list[int]] | None) -> Iterator[Product]:
+    def id_check(self, collect: bool) -> IdCheck:
+        return IdCheck(self.path.name, self.files is not None, collect)
+
+    def _walk(self, tally: CatalogScan, ids: IdCheck) -> Iterator[Product]:
         """The one pass both scan() and products() use, so they always agree on skips."""
-        ctx = RecordContext(
-            root=self.root,
-            derive_image=self.format == "kaggle-styles",
-        )
-        first_line: dict[str, int] = {}
-        for number, source, record in self._records():
-            tally.rows += 1
-            item = record if isinstance(record, Skip) else build_product(record, source, ctx)
-            if isinstance(item, Skip):
-                tally.skips.append(item)
-                continue
-            if item.id in first_line:
-                if duplicates is None:
-                    raise CatalogError(
-                        f"{self.path.name}: duplicate product id {item.id!r} on lines "
-                        f"{first_line[item.id]} and {number}; product ids must be unique"
-                    )
-                duplicates.setdefault(item.id, [first_line[item.id]]).append(number)
-                continue
-            first_line[item.id] = number
-            tally.products += 1
-            yield item
+        for part in self.parts():
+            yield from self._walk_one(part, tally, ids)
 
     def scan(self) -> CatalogScan:
         """Read all text (no images) to count products and skips; refuse duplicate ids."""
         tally = CatalogScan(rows=0, products=0, skips=[])
-        duplicates: dict[str, list[int]] = {}
-        for _ in self._walk(tally, duplicates):
+        ids = self.id_check(collect=True)
+        for _ in self._walk(tally, ids):
             pass
         self.skips = tally.skips
-        if duplicates:
-            shown = [
-                f"{pid!r} (lines {', '.join(map(str, lines[:5]))}{', ...' if len(lines) > 5 else ''})"
-                for pid, lines in list(duplicates.items())[:MAX_DUPLICATES_SHOWN]
-            ]
-            more = len(duplicates) - len(shown)
-            raise CatalogError(
-                f"{self.path.name}: {len(duplicates)} product id(s) used more than once: "
-                + "; ".join(shown)
-                + (f"; and {more} more" if more else "")
-                + ". Product ids must be unique."
-            )
+        ids.check()
         return tally
 
     def products(self) -> Iterator[Product]:
         """Stream valid products; skips collect in self.skips as the stream goes."""
         tally = CatalogScan(rows=0, products=0, skips=[])
         self.skips = tally.skips
-        yield from self._walk(tally, None)
+        yield from self._walk(tally, self.id_check(collect=False))
+
+    def products_by_file(self) -> Iterator[Iterator[Product]]:
+        """products(), one iterator per records file in turn (a builder cuts its batches at a
+        file's end, as the Ray engine's read tasks, one per file, do)."""
+        tally = CatalogScan(rows=0, products=0, skips=[])
+        self.skips = tally.skips
+        ids = self.id_check(collect=False)
+        for part in self.parts():
+            yield self._walk_one(part, tally, ids)
+
+    def _walk_one(self, part: tuple[Path, str, Path], tally: CatalogScan, ids: IdCheck) -> Iterator[Product]:
+        path, name, root = part
+        for number, source, item in file_items(path, name, self.format, root):
+            tally.rows += 1
+            if isinstance(item, Skip):
+                tally.skips.append(item)
+            elif ids.add(item.id, number, source):
+                tally.products += 1
+                yield item
 
 
 def _format_for_file(path: Path) -> str:
@@ -223,25 +278,47 @@ def _format_for_file(path: Path) -> str:
     return fmt
 
 
-def _detect(directory: Path) -> tuple[Path, str]:
+def _record_files(directory: Path, recursive: bool) -> list[Path]:
+    """Records files (by suffix) in a folder, or anywhere under it, in name order; names that
+    start with "." or "_" are left out (hidden files, Spark's _SUCCESS and _temporary)."""
+    found = []
+    try:
+        for dirpath, dirnames, filenames in os.walk(directory):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_"))) if recursive else []
+            found += [Path(dirpath) / name for name in filenames
+                      if not name.startswith((".", "_")) and Path(name).suffix.lower() in SUFFIX_FORMATS]
+    except OSError as exc:
+        raise CatalogError(f"cannot list catalog directory {directory}: {exc.strerror or exc}") from None
+    return sorted(found, key=lambda p: p.relative_to(directory).parts)
+
+
+def _detect(directory: Path) -> tuple[Path, str, list[Path] | None]:
+    """(records file or folder, format, the files of a folder of several or None)."""
     for name in PREFERRED_NAMES:
         if (directory / name).is_file():
-            return directory / name, _format_for_file(directory / name)
+            return directory / name, _format_for_file(directory / name), None
     if (directory / KAGGLE_NAME).is_file():
-        return directory / KAGGLE_NAME, "kaggle-styles"
+        return directory / KAGGLE_NAME, "kaggle-styles", None
     try:
         entries = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
     except OSError as exc:
         raise CatalogError(f"cannot list catalog directory {directory}: {exc.strerror or exc}") from None
-    candidates = [p for p in entries if p.is_file() and p.suffix.lower() in SUFFIX_FORMATS]
+    # records files at the top level; where there are none, in subfolders (a partitioned export)
+    candidates = _record_files(directory, recursive=False) or _record_files(directory, recursive=True)
     if len(candidates) == 1:
-        return candidates[0], _format_for_file(candidates[0])
-    expected = "products.jsonl, products.csv, products.parquet, styles.csv or a single .jsonl/.csv/.parquet file"
+        return candidates[0], _format_for_file(candidates[0]), None
+    expected = ("products.jsonl, products.csv, products.parquet, styles.csv, or .jsonl/.csv/.parquet files "
+                "(several: all of one format)")
     if candidates:
-        names = ", ".join(p.name for p in candidates)
+        formats = {SUFFIX_FORMATS[p.suffix.lower()] for p in candidates}
+        if len(formats) == 1 and not any(p.name.lower() == KAGGLE_NAME for p in candidates):
+            return directory, formats.pop(), candidates
+        names = ", ".join(p.relative_to(directory).as_posix() for p in candidates[:10])
+        more = f", ... ({len(candidates)} files)" if len(candidates) > 10 else ""
         raise CatalogError(
-            f"{directory}: several record files ({names}); pass one file's path, "
-            "or name the one to use products.jsonl, products.csv or products.parquet"
+            f"{directory}: record files of several formats ({names}{more}); a catalog of several "
+            "files has one format: pass one file's path, or name the one to use products.jsonl, "
+            "products.csv or products.parquet"
         )
     found = [p.name + ("/" if p.is_dir() else "") for p in entries[:10]]
     listing = ", ".join(found) + (f", ... ({len(entries)} entries)" if len(entries) > 10 else "")
@@ -255,7 +332,6 @@ def open_catalog(path: str | Path) -> Catalog:
         raise CatalogError(f"catalog not found: {given}")
     resolved = given.resolve()
     if resolved.is_dir():
-        file, fmt = _detect(resolved)
-    else:
-        file, fmt = resolved, _format_for_file(resolved)
-    return Catalog(file, fmt)
+        file, fmt, files = _detect(resolved)
+        return Catalog(file, fmt, files=files)
+    return Catalog(resolved, _format_for_file(resolved))
