@@ -1,7 +1,11 @@
 """`moonsearch index --engine ray` on a real local Ray: a catalog of a few hundred products with
-drawn images, encoded by a Ray Data actor pool, makes the single-process build's index: the
-same rows, records, skips and report, vectors equal to float rounding, the same top-10."""
+drawn images, read by Ray tasks and encoded by a Ray Data actor pool, makes the single-process
+build's index: the same rows, records, skips and report, vectors equal to float rounding, the
+same top-10. One records file, and a catalog cut into three files in two subfolders as JSONL,
+Parquet and CSV (bad rows in one file, products with several images in two)."""
 
+import csv
+import io
 import json
 import subprocess
 import sys
@@ -12,14 +16,15 @@ import pytest
 ray = pytest.importorskip("ray", reason='Ray Data is in the [scale] extra: pip install -e ".[scale]"')
 
 import moonsearch  # noqa: E402
+from moonsearch.catalog import Catalog  # noqa: E402
 from moonsearch.encoder.registry import load_encoder  # noqa: E402
-from moonsearch.errors import MoonsearchError  # noqa: E402
+from moonsearch.errors import CatalogError, MoonsearchError  # noqa: E402
 from moonsearch.index.builder import build_index, encoding_engine  # noqa: E402
 from moonsearch.index.ray_engine import RayEngine  # noqa: E402
 from moonsearch.store.files import EXTRA_MAP_FILE, SKIPS_FILE, extra_view_file, view_file  # noqa: E402
 from moonsearch.store.manifest import MANIFEST_FILE  # noqa: E402
 
-from conftest import COLOURS, draw_product, make_tiny_catalog, tiny_records  # noqa: E402
+from conftest import COLOURS, draw_product, make_tiny_catalog, tiny_records, write_jsonl  # noqa: E402
 from test_index_pipeline import table, vectors  # noqa: E402
 
 PRODUCTS = 300
@@ -61,31 +66,24 @@ def worst_cosine(a, b):
     return float((np.sum(a[kept] * b[kept], axis=1) / (na[kept] * nb[kept])).min())
 
 
-def test_ray_build_equals_the_single_process_build(tmp_path, local_ray, monkeypatch):
-    catalog = ray_catalog(tmp_path / "cat")
-    encoder = load_encoder("default", device="cpu")
-    # chunks of 4 x 32 products, 2 chunks a window: 300 products are 3 chunks in 2 windows
-    monkeypatch.setattr("moonsearch.index.ray_engine.WINDOW_CHUNKS_PER_WORKER", 1)
-    local = build_index(catalog, tmp_path / "local", encoder=encoder, device="cpu", batch_size=32)
-    engine = encoding_engine("ray", None, 2)
-    remote = build_index(catalog, tmp_path / "ray", encoder=encoder, device="cpu", batch_size=32, engine=engine)
-    a, b = tmp_path / "local", tmp_path / "ray"
-
-    assert engine.plan == "ray: 2 cpu actor(s) x 1 thread(s)"
-    assert (engine.stats["chunks"], engine.stats["products"]) == (3, PRODUCTS)
+def compare_builds(a, b, local, remote, queries, photos):
+    """Two builds of one catalog agree: summary, report, skips file, rows, attributes, manifest,
+    every vector (cosine >= 0.9999; the worst and the largest difference returned per view),
+    further images and their map, and the top-10 of text (vector and hybrid) and photo queries."""
     for field in ("products", "with_image", "text_only", "skipped", "images", "extra_images", "image_failures"):
         assert getattr(remote, field) == getattr(local, field), field
-    assert (local.products, local.skipped, local.text_only, local.extra_images) == (PRODUCTS, 2, 2, 3)
     assert remote.report == local.report
     worst, largest = {}, {}
     for view in ("mm", "image", "text"):
-        x, y = vectors(b / view_file(view), PRODUCTS), vectors(a / view_file(view), PRODUCTS)
+        x, y = vectors(b / view_file(view), local.products), vectors(a / view_file(view), local.products)
         worst[view], largest[view] = worst_cosine(x, y), float(np.abs(x - y).max())
         assert worst[view] >= 0.9999, (view, worst[view])
-    for view in ("mm", "image"):   # further images: the builder's own code, on the driver, either way
-        np.testing.assert_array_equal(vectors(b / extra_view_file(view), 3), vectors(a / extra_view_file(view), 3))
+    for view in ("mm", "image"):   # further images: embedded by the actors on Ray, by the builder locally
+        x, y = vectors(b / extra_view_file(view), local.extra_images), vectors(a / extra_view_file(view), local.extra_images)
+        worst["extra " + view], largest["extra " + view] = worst_cosine(x, y), float(np.abs(x - y).max())
+        assert worst["extra " + view] >= 0.9999, (view, worst["extra " + view])
     with np.load(a / EXTRA_MAP_FILE) as x, np.load(b / EXTRA_MAP_FILE) as y:
-        assert all(np.array_equal(x[k], y[k]) for k in x.files)
+        assert x.files == y.files and all(np.array_equal(x[k], y[k]) for k in x.files)
     for name in ("products", "attributes"):
         assert table(a, name) == table(b, name)
     assert (a / SKIPS_FILE).read_text() == (b / SKIPS_FILE).read_text()
@@ -96,16 +94,174 @@ def test_ray_build_equals_the_single_process_build(tmp_path, local_ray, monkeypa
 
     first, second = moonsearch.open_index(a), moonsearch.open_index(b)
     try:
-        for query in QUERIES:
+        for query in queries:
             for hybrid in (False, True):
                 assert ([h.id for h in first.search(text=query, k=10, hybrid=hybrid)]
                         == [h.id for h in second.search(text=query, k=10, hybrid=hybrid)]), query
-        photo = catalog / "images" / "P005.png"
-        assert [h.id for h in first.search(image=photo, k=10)] == [h.id for h in second.search(image=photo, k=10)]
+        for photo in photos:
+            assert [h.id for h in first.search(image=photo, k=10)] == [h.id for h in second.search(image=photo, k=10)]
     finally:
         first.close(), second.close()
-    print("ray vs local: worst cosine, largest difference per view "
-          + ", ".join(f"{v} {worst[v]:.7f} {largest[v]:.1e}" for v in worst))
+    return ", ".join(f"{v} {worst[v]:.7f} {largest[v]:.1e}" for v in worst)
+
+
+def test_ray_build_equals_the_single_process_build(tmp_path, local_ray):
+    catalog = ray_catalog(tmp_path / "cat")
+    encoder = load_encoder("default", device="cpu")
+    # chunks of 4 x 32 products: 300 products are 3 pieces of the one file, the last partial
+    local = build_index(catalog, tmp_path / "local", encoder=encoder, device="cpu", batch_size=32)
+    engine = encoding_engine("ray", None, 2)
+    remote = build_index(catalog, tmp_path / "ray", encoder=encoder, device="cpu", batch_size=32, engine=engine)
+
+    assert engine.plan == "ray: 2 cpu actor(s) x 1 thread(s)"
+    assert (engine.stats["files"], engine.stats["chunks"], engine.stats["products"]) == (1, 3, PRODUCTS)
+    assert (local.products, local.skipped, local.text_only, local.extra_images) == (PRODUCTS, 2, 2, 3)
+    found = compare_builds(tmp_path / "local", tmp_path / "ray", local, remote, QUERIES, [catalog / "images" / "P005.png"])
+    assert ray.is_initialized()   # the test's Ray: the engine did not start it, so it leaves it running
+    print("ray vs local: worst cosine, largest difference per view " + found)
+
+
+# A catalog cut into three records files in two subfolders: 40, 36 and 20 products. The first
+# two files' image paths are relative to 2026-01/ (../images/...), the third's to 2026-02/
+# (photos/...), each file's own folder.
+SPLIT = (("2026-01/part-0", 40), ("2026-01/part-1", 36), ("2026-02/part-0", 20))
+SPLIT_PRODUCTS = sum(n for _, n in SPLIT)
+SPLIT_BATCH = 8   # pieces of 4 x 8 products: 32 + 8, 32 + 4, 20
+
+
+def split_records(folder):
+    """(file stem, records) for SPLIT, images drawn: a missing image, none, a first image that
+    fails before one that loads, a second image that fails, and second images (P005, P080)."""
+    records, at = tiny_records(SPLIT_PRODUCTS), 0
+    files = []
+    for stem, count in SPLIT:
+        part = records[at:at + count]
+        for i, record in enumerate(part, at):
+            shape = record.pop("_shape")
+            if stem.startswith("2026-02"):
+                record["image"] = f"photos/P{i:03d}.png"
+                draw_product(folder / "2026-02" / record["image"], record["baseColour"], shape, seed=i)
+            else:
+                draw_product(folder / "images" / f"P{i:03d}.png", record["baseColour"], shape, seed=i)
+                record["image"] = f"../images/P{i:03d}.png"
+        files.append((stem, part))
+        at += count
+    draw_product(folder / "images" / "extra5.png", "Green", "dress", seed=505)
+    draw_product(folder / "2026-02" / "photos" / "extra80.png", "Red", "tshirt", seed=580)
+    records[5]["image"] = [records[5]["image"], "../images/extra5.png"]
+    records[80]["image"] = [records[80]["image"], "photos/extra80.png"]
+    records[10]["image"] = "../images/missing.png"
+    records[20]["image"] = None
+    records[45]["image"] = ["../images/gone.png", records[45]["image"]]
+    records[50]["image"] = [records[50]["image"], "../images/gone-too.png"]
+    return files
+
+
+def split_catalog(folder, fmt):
+    """SPLIT as JSONL, Parquet or CSV files, with rows that file 2026-01/part-1 skips: in every
+    format a row without a title and one without an id; JSONL adds a line that is not JSON and
+    one that is not an object, CSV a row with more fields than its header."""
+    files = split_records(folder)
+    bad = [{"id": "NOTITLE", "baseColour": "Red"}, {"title": "no id here"}]
+    for stem, records in files:
+        path = folder / f"{stem}.{fmt}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = list(records)
+        if stem == "2026-01/part-1":
+            rows[3:3] = bad[:1]
+            rows[20:20] = bad[1:]
+        if fmt == "jsonl":
+            lines = [json.dumps(r) for r in rows]
+            if stem == "2026-01/part-1":
+                lines[7:7] = ["{not json", "[1, 2]", ""]
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        elif fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            listed = [{**r, "image": [r["image"]] if isinstance(r.get("image"), str) else r.get("image")} for r in rows]
+            pq.write_table(pa.Table.from_pylist(listed), path)
+        else:
+            header = ["id", "title", "gender", "baseColour", "articleType", "price", "image"]
+            cells = [[("|".join(v) if isinstance(v, list) else "" if v is None else str(v))
+                      for v in (r.get(k) for k in header)] for r in rows]
+            text = io.StringIO()
+            csv.writer(text, lineterminator="\n").writerows([header] + cells)
+            lines = text.getvalue().splitlines()
+            if stem == "2026-01/part-1":
+                lines[10:10] = ["P900,an, unquoted, comma,Men,Red,Tshirts,300,x.png"]
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+SKIPPED = {   # the rows 2026-01/part-1 skips, by format: (reason starts with, ...)
+    "jsonl": ("missing title", "invalid JSON", "not a JSON object", "missing id"),
+    "parquet": ("missing title", "missing id"),
+    "csv": ("missing title", "9 fields but the header has 7", "missing id"),
+}
+
+
+@pytest.fixture(scope="module")
+def split_encoder():
+    return load_encoder("default", device="cpu")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv"])
+def test_a_catalog_of_several_files_read_on_ray_equals_the_single_process_build(tmp_path, local_ray, split_encoder, fmt,
+                                                                                monkeypatch):
+    catalog = split_catalog(tmp_path / "cat", fmt)
+    local = build_index(catalog, tmp_path / "local", encoder=split_encoder, device="cpu", batch_size=SPLIT_BATCH)
+    engine = encoding_engine("ray", None, 2)
+    with monkeypatch.context() as patch:   # the driver reads no records: Ray's tasks do
+        for name in ("scan", "products", "products_by_file"):
+            patch.setattr(Catalog, name, lambda *args: pytest.fail("the driver read the catalog"))
+        remote = build_index(catalog, tmp_path / "ray", encoder=split_encoder, device="cpu", batch_size=SPLIT_BATCH,
+                             engine=engine)
+    # three files read by Ray tasks, as five pieces: 40 = 32 + 8, 36 = 32 + 4, 20
+    assert (engine.stats["files"], engine.stats["chunks"], engine.stats["products"]) == (3, 5, SPLIT_PRODUCTS)
+
+    # bad rows in one file: skipped, counted and reported as the single-process build does
+    skipped = [e for e in remote.report if e["kind"] == "skipped"]
+    assert remote.skipped == len(skipped) == len(SKIPPED[fmt])
+    assert [e["reason"].startswith(r) for e, r in zip(skipped, SKIPPED[fmt])] == [True] * len(skipped), skipped
+    assert all(e["source"].startswith(f"2026-01/part-1.{fmt}:") for e in skipped)
+    # every image embedded: P005's and P080's second images (P080's relative to 2026-02/), P045's
+    # second after its first failed; P050's missing second image reported
+    assert (remote.products, remote.text_only, remote.extra_images) == (SPLIT_PRODUCTS, 2, 2)
+    with np.load(tmp_path / "ray" / EXTRA_MAP_FILE) as extras:
+        assert (list(extras["rows"]), list(extras["positions"])) == ([5, 80], [1, 1])
+    failures = [(e["id"], e["reason"]) for e in remote.report if e["kind"] != "skipped"]
+    assert [pid for pid, _ in failures] == ["P010", "P020", "P045", "P050"], failures
+
+    found = compare_builds(tmp_path / "local", tmp_path / "ray", local, remote, QUERIES,
+                           [catalog / "images" / "P005.png", catalog / "2026-02" / "photos" / "extra80.png"])
+    first = moonsearch.open_index(tmp_path / "ray")
+    try:   # P080's second photo finds P080 through its further-image vector
+        assert first.search(image=catalog / "2026-02" / "photos" / "extra80.png", k=1)[0].id == "P080"
+    finally:
+        first.close()
+    print(f"{fmt}: ray vs local: worst cosine, largest difference per view " + found)
+
+
+def test_duplicate_ids_across_files_and_unreadable_files_fail_on_ray_as_locally(tmp_path, local_ray):
+    catalog = tmp_path / "cat"
+    write_jsonl(catalog / "part-0.jsonl", [{"id": "A", "title": "red dress"}, {"id": "B", "title": "blue shirt"}])
+    write_jsonl(catalog / "part-1.jsonl", [{"id": "C", "title": "green top"}, {"id": "A", "title": "red dress again"}])
+    errors = []
+    for engine in (None, encoding_engine("ray", None, 1)):
+        with pytest.raises(CatalogError) as info:
+            build_index(catalog, tmp_path / "index", device="cpu", engine=engine)
+        errors.append(str(info.value))
+    assert errors[0] == errors[1] == ("cat: 1 product id(s) used more than once: 'A' (at part-0.jsonl:1, "
+                                      "part-1.jsonl:2). Product ids must be unique.")
+    (catalog / "part-1.jsonl").write_bytes(b'{"id": "C", "title": "caf\xe9"}\n')
+    errors = []
+    for engine in (None, encoding_engine("ray", None, 1)):
+        with pytest.raises(CatalogError) as info:
+            build_index(catalog, tmp_path / "index", device="cpu", engine=engine)
+        errors.append(str(info.value))
+    assert errors[0] == errors[1] and "part-1.jsonl line 1: not valid UTF-8" in errors[0]
+    assert not (tmp_path / "index").exists()
 
 
 def test_a_failure_on_ray_is_one_line_and_leaves_no_index(tmp_path, local_ray, monkeypatch):

@@ -33,7 +33,7 @@ from moonsearch.catalog.inputs import keyword_weights as keyword_weights_of
 from moonsearch.errors import MoonsearchError
 from moonsearch.store import faiss_vectors
 from moonsearch.store.backends import FAISS_DUCKDB, backend_location, create_records, create_vectors, release_unused
-from moonsearch.index.further_images import after_first, embed_further
+from moonsearch.index.further_images import FurtherImages, embed_batch_further
 from moonsearch.devices import placement_for
 from moonsearch.index.snapshots import WriteLock, remove_old_snapshots, snapshot_name
 from moonsearch import threads as thread_policy
@@ -199,45 +199,51 @@ class _ExtraVectors:
 
 class _Chunk:
     """Products read ahead as the encoder sees them (moonsearch.catalog.inputs): each one's text
-    and first loadable image, decoded (or why none was)."""
+    and first loadable image, decoded (or why none was). An engine that embeds further images
+    itself hands them over in `further`: per batch of the chunk, embed_batch_further's list,
+    keys counted from the chunk's first product."""
 
-    def __init__(self, products: list[Product], inputs: list[ModelInput]):
+    def __init__(self, products: list[Product], inputs: list[ModelInput],
+                 further: list[list[FurtherImages]] | None = None):
         self.products = products
         self.inputs = inputs
+        self.further = further
 
 
 def _read_chunks(catalog, batch_size: int, chunk_batches: int, workers: int) -> Iterator[_Chunk]:
     """Chunks of up to `chunk_batches` whole batches, each product's first loadable image
     decoded (by `workers` threads when there are several). A chunk is cut early, at a batch
     boundary so batches stay exactly those of a serial build, once its decoded images pass
-    CHUNK_PIXELS: large catalog photos never pile up in memory."""
+    CHUNK_PIXELS: large catalog photos never pile up in memory. Batches and chunks end at each
+    records file's end (a catalog of several files), as the Ray engine's, one task a file."""
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="moonsearch-decode") if workers > 1 else None
 
     def decode(batch: list[Product]) -> list:
         return list(pool.map(model_input, batch)) if pool is not None else [model_input(p) for p in batch]
 
     try:
-        products: list[Product] = []
-        loaded: list = []
-        batch: list[Product] = []
-        pixels = 0
-        for product in catalog.products():
-            batch.append(product)
-            if len(batch) < batch_size:
-                continue
-            done = decode(batch)
-            products += batch
-            loaded += done
-            pixels += sum(given.image.width * given.image.height for given in done if given.image is not None)
-            batch = []
-            if len(products) >= batch_size * chunk_batches or pixels >= CHUNK_PIXELS:
+        for file_products in catalog.products_by_file():
+            products: list[Product] = []
+            loaded: list = []
+            batch: list[Product] = []
+            pixels = 0
+            for product in file_products:
+                batch.append(product)
+                if len(batch) < batch_size:
+                    continue
+                done = decode(batch)
+                products += batch
+                loaded += done
+                pixels += sum(given.image.width * given.image.height for given in done if given.image is not None)
+                batch = []
+                if len(products) >= batch_size * chunk_batches or pixels >= CHUNK_PIXELS:
+                    yield _Chunk(products, loaded)
+                    products, loaded, pixels = [], [], 0
+            if batch:
+                loaded += decode(batch)
+                products += batch
+            if products:
                 yield _Chunk(products, loaded)
-                products, loaded, pixels = [], [], 0
-        if batch:
-            loaded += decode(batch)
-            products += batch
-        if products:
-            yield _Chunk(products, loaded)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
@@ -360,26 +366,32 @@ def build_index(
     `store` names the backend (moonsearch.store.backends): faiss+duckdb in the index folder, or
     milvus at `uri` (a milvus-lite `.db` file or a server), recorded in the manifest.
 
-    `engine` (from `encoding_engine`) encodes the chunks elsewhere (Ray); rows, report, further
-    images and the commit stay this function's, so either engine writes the same index."""
+    `engine` (from `encoding_engine`) reads and encodes the catalog elsewhere (Ray): its `scan`
+    stands for the catalog's, its `encoded_chunks` for the local loop; rows, report and the
+    commit stay this function's, so either engine writes the same index."""
     started = time.time()
     out = Path(out)
     weights = keyword_weights_of(keyword_weights)   # a bad spec fails before anything is read
     storage = (store, backend_location(store, uri, out))   # so does a bad store, uri or missing extra
     _check_replaceable(out)
     catalog = open_catalog(catalog_path)
-    scan = catalog.scan()  # text-only pass: duplicate ids and bad text fail here, before any encoding
-    if scan.products == 0:
-        raise MoonsearchError(f"{catalog.path} has no valid products ({len(scan.skips)} rows skipped)")
-    kind = faiss_vectors.resolve_index_type(index_type, scan.products)
-    placement = placement_for(device, kind)
-    # The policy is in force before the encoder loads: its runtime sessions take their thread
-    # counts when they are made (an encoder passed in keeps the ones it was made with).
-    with thread_policy.using(thread_policy.resolve(thread_policy.INDEXING, threads)) as policy:
-        if isinstance(encoder, str):
-            encoder = load_encoder(encoder, device=placement.encoder)
-        summary = _build(catalog, scan, out, encoder, kind, placement, batch_size, fail_after_batches,
-                         policy, overlap, sort_by_length, weights, storage, engine)
+    try:
+        # text-only pass: duplicate ids and bad text fail here, before any encoding
+        scan = catalog.scan() if engine is None else engine.scan(catalog)
+        if scan.products == 0:
+            raise MoonsearchError(f"{catalog.path} has no valid products ({len(scan.skips)} rows skipped)")
+        kind = faiss_vectors.resolve_index_type(index_type, scan.products)
+        placement = placement_for(device, kind)
+        # The policy is in force before the encoder loads: its runtime sessions take their thread
+        # counts when they are made (an encoder passed in keeps the ones it was made with).
+        with thread_policy.using(thread_policy.resolve(thread_policy.INDEXING, threads)) as policy:
+            if isinstance(encoder, str):
+                encoder = load_encoder(encoder, device=placement.encoder)
+            summary = _build(catalog, scan, out, encoder, kind, placement, batch_size, fail_after_batches,
+                             policy, overlap, sort_by_length, weights, storage, engine)
+    finally:
+        if engine is not None:
+            engine.close()   # lets go of the cluster (a local Ray it started is shut down)
     summary.seconds = time.time() - started
     return summary
 
@@ -416,20 +428,22 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
         attribute_counts: dict[str, int] = {}
         batches_done = 0
 
-        def embed(items) -> None:
-            found = embed_further(encoder, items)
+        def add_further(found: FurtherImages, shift: int) -> None:
             summary.image_failures += len(found.failures)
             summary.report += found.failures
             if found.keys:
-                extras.add(found.vectors, found.keys, found.positions)
+                extras.add(found.vectors, [key + shift for key in found.keys], found.positions)
                 summary.images += len(found.keys)
                 summary.extra_images += len(found.keys)
 
-        def record(batch: list[Product], inputs: list[ModelInput]) -> None:
-            """Rows, report entries and further images of one batch, in catalog order."""
+        def record(batch: list[Product], inputs: list[ModelInput], further: list[FurtherImages] | None,
+                   shift: int) -> None:
+            """Rows, report entries and further images of one batch, in catalog order. `further`:
+            the batch's further images as an engine embedded them (keys + `shift` are rows), else
+            None: embedded here."""
             nonlocal batches_done
+            first = summary.products
             rows = []
-            further = []   # (product row, text, product, position) of images after the first that loaded
             for product, given in zip(batch, inputs):
                 text, position, failures = given.text, given.loaded.position, given.loaded.failures
                 summary.image_failures += len(failures)
@@ -443,7 +457,6 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
                     summary.images += 1
                     if position:
                         extras.first.append((summary.products, position))
-                    further += after_first(summary.products, text, product, position)
                 summary.report += [image_failure(product, p, exc) for p, exc in failures]
                 for key in product.attributes:
                     attribute_counts[key] = attribute_counts.get(key, 0) + 1
@@ -455,8 +468,10 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
                     content_hash=product_hash(product)))
                 summary.products += 1
             writer.add(rows)
-            for start in range(0, len(further), batch_size):   # batch_size images decoded at a time
-                embed(further[start:start + batch_size])
+            if further is None:
+                further, shift = embed_batch_further(encoder, first, batch, inputs, batch_size), 0
+            for found in further:
+                add_further(found, shift)
             batches_done += 1
             if fail_after_batches is not None and batches_done >= fail_after_batches:
                 raise RuntimeError("simulated failure during indexing")
@@ -475,9 +490,11 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
             for chunk, views in encoded:
                 buffers.add(views)
                 del views
-                for start in range(0, len(chunk.products), batch_size):
+                first = summary.products
+                for number, start in enumerate(range(0, len(chunk.products), batch_size)):
                     stop = start + batch_size
-                    record(chunk.products[start:stop], chunk.inputs[start:stop])
+                    further = None if chunk.further is None else chunk.further[number]
+                    record(chunk.products[start:stop], chunk.inputs[start:stop], further, first)
                     bar.advance(task, len(chunk.products[start:stop]))
                 del chunk
         writer.close()

@@ -47,3 +47,13 @@ def embed_further(encoder: Encoder, items: list[tuple]) -> FurtherImages:
         found.positions = [d[2] for d in done]
         found.vectors = {view: np.asarray(views[view], np.float32) for view in EXTRA_VIEWS}
     return found
+
+
+def embed_batch_further(encoder: Encoder, first_key: int, products: list[Product], inputs: list,
+                        batch_size: int) -> list[FurtherImages]:
+    """The further images of a batch of products (keys first_key, first_key + 1, ...), whose
+    ModelInputs say which image their product vectors used, embedded `batch_size` images at a
+    time: what the builder records after the batch's rows, whether it runs here or in a Ray actor."""
+    items = [item for i, (product, given) in enumerate(zip(products, inputs))
+             for item in after_first(first_key + i, given.text, product, given.loaded.position)]
+    return [embed_further(encoder, items[start:start + batch_size]) for start in range(0, len(items), batch_size)]
