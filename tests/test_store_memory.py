@@ -169,6 +169,14 @@ def test_store_answers_by_sql_first_then_from_memory(folder):
         assert s._postings and first == second
         s.products([0])
         assert s._records is not None
+        # a filter key: its first use by SQL, the next loads its values; each key on its own
+        red, men = parse_filters(["baseColour=Red"]), parse_filters(["gender=Men"])
+        by_sql = s.allowed_rows(red)
+        assert s._attributes is None or not s._attributes.has("baseColour")
+        assert s.allowed_rows(red).tolist() == by_sql.tolist() == s.allowed_rows_sql(red).tolist()
+        assert s._attributes.has("baseColour") and not s._attributes.has("gender")
+        assert s.allowed_rows(red + men).tolist() == s.allowed_rows_sql(red + men).tolist()
+        assert not s._attributes.has("gender")   # gender's first use: SQL
     finally:
         s.close()
 
@@ -183,8 +191,9 @@ def test_opening_reads_nothing_and_vectors_queries_load_no_postings(folder, enco
         for _ in range(3):
             index.search(text="red dress", k=5, hybrid=False)
         assert store._postings is None and store._records is not None and store._attributes is None
-        index.search(text="red dress", k=5, filters=["gender=Women"], hybrid=False)
-        assert store._attributes is not None and store._postings is None
+        for _ in range(2):   # the filter key's first use by SQL, the second loads its values
+            index.search(text="red dress", k=5, filters=["gender=Women"], hybrid=False)
+        assert store._attributes.has("gender") and store._postings is None
     finally:
         index.close()
 

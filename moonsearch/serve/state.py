@@ -77,17 +77,17 @@ class IndexState:
 
     def __init__(self, index: ProductIndex):
         self.index = index
+        self.index.store.memory_after = 0   # long-lived: load what a search reads on its first use
         self.generation = index.manifest.generation
         self.loaded_keys: set[str] = set()   # filter keys whose values are in memory
         self.facet_values: dict[int, list[tuple[str, str]]] = {}
         self.known_keys = {key for key, _ in index.store.attribute_keys()}
 
     def warm(self, text: str = "shirt") -> None:
-        """Run the searches whose first use reads SQL (keywords, records, filters) until every
-        structure a search touches is in memory before the first request waits for it."""
-        for _ in range(2):   # the store answers the first use by SQL, loads on the second
-            self.index.search(text=text, k=5)
-            self.index.search(text=text, k=5, hybrid=False)
+        """One search of each kind, so that what a search reads (keyword postings, records,
+        filter values, the photo graphs) is in memory before the first request waits for it."""
+        self.index.search(text=text, k=5)
+        self.index.search(text=text, k=5, hybrid=False)
         self.index.allowed_rows([], "image")
         self.index.store.allowed_rows([])   # the filter index's product list
         if self.index.manifest.counts.get("with_image"):   # the photo path's graphs, before the first photo

@@ -61,6 +61,10 @@ class AttributeIndex:
         self._load_key = load_key
         self._keys: dict[str, KeyValues] = {}
 
+    def has(self, key: str) -> bool:
+        """Whether the key's values are in memory already."""
+        return key in self._keys
+
     def key(self, key: str) -> KeyValues:
         found = self._keys.get(key)
         if found is None:
