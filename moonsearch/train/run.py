@@ -7,7 +7,7 @@ from pathlib import Path
 
 from moonsearch.errors import MoonsearchError
 
-KINDS = ("baseline", "moon-lite", "mllm", "photo-query", "text-query")
+KINDS = ("baseline", "moon-lite", "mllm", "photo-query", "text-query", "photo-identity")
 MLLM_MODELS_DIR = Path("models")   # MLLM encoders are folders too big for the package
 
 
@@ -36,6 +36,11 @@ def train_encoder(data: Path, config: str, out: Path | None = None, backbone_pat
 
         target = out or WEIGHTS_DIR / name
         return target, train_baseline(data, cfg, target)
+    if kind == "photo-identity":
+        from moonsearch.train.photo_identity import train_photo_identity
+
+        target = out or WEIGHTS_DIR / name
+        return target, train_photo_identity(data, cfg, target, resume=resume)
     if kind == "photo-query":
         from moonsearch.devices import placement_for
         from moonsearch.train.photo_query import default_output, train_photo_query
