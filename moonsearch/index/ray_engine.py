@@ -201,11 +201,16 @@ class RayEngine:
     def _connect(self) -> None:
         if not self.ray.is_initialized():
             options = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False}
-            if self.address is None:
-                self.ray.init(num_cpus=os.cpu_count(), **options)
-            else:
-                self.ray.init(address=self.address, **options)
-            self.started = True
+            try:
+                if self.address is None:
+                    self.ray.init(num_cpus=os.cpu_count(), **options)
+                else:
+                    self.ray.init(address=self.address, **options)
+            except Exception as exc:   # Ray raises plain Exceptions (a node that timed out starting, ...)
+                where = "start a local Ray" if self.address is None else f"connect to Ray at {self.address}"
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                raise MoonsearchError(f"could not {where}: {lines[0] if lines else type(exc).__name__}") from None
+            self.started = True   # this process connected: close() disconnects (and stops a local Ray)
         if self._saved is None:
             context = self.ray.data.DataContext.get_current()
             self._saved = {"preserve_order": context.execution_options.preserve_order,
@@ -303,7 +308,8 @@ class RayEngine:
         plan = self._actors()
         files, count = self._files(catalog)
         readers = max(1, min(count, -(-plan["workers"] // WORKERS_PER_READER)))
-        pieces = files.map_batches(_read_pieces, batch_size=1, num_cpus=0, concurrency=readers,
+        pieces = files.map_batches(_read_pieces, batch_size=1, num_cpus=0,
+                                   compute=self.ray.data.TaskPoolStrategy(size=readers),
                                    fn_kwargs={"format": catalog.format, "size": batch_size * chunk_batches})
         dataset = pieces.map_batches(
             _ChunkEncoder, batch_size=1,
