@@ -1,9 +1,11 @@
 """Ray Data encoding on this machine: 1 vs 2 encoder actors on a synthetic catalog, beside the
 single-process build, to say what more actors (more cores, more machines) would give.
 
-    nice -n 10 python benchmarks/ray_scaling.py [--products 20000] [--json benchmarks/results/ray_scaling.json]
+    nice -n 10 python benchmarks/ray_scaling.py [--products 20000] [--files 8] [--json benchmarks/results/ray_scaling.json]
 
-The catalog is text-only (titles and attributes drawn from fixed word lists, of varied length,
+The catalog is written as `--files` JSONL files (part-00000.jsonl, ...), a folder of several
+records files as large exports are: the Ray runs read it with Ray tasks (one per file), the
+single-process run with the catalog reader. It is text-only (titles and attributes drawn from fixed word lists, of varied length,
 seeded), so the measurement costs minutes, not hours: image decoding and the image tower are
 left out, and the per-product rate is the text and fusion path's (docs/scale.md scales it by
 the measured image cost). Each run is a whole `build_index` into a fresh folder (scan, encode,
@@ -32,18 +34,23 @@ WORDS = ["cotton", "slim", "fit", "printed", "casual", "round", "neck", "solid",
 BRANDS = ["Roadster", "Nike", "Puma", "HRX", "Libas", "Mango", "Fossil", "Baggit", "W", "Levis"]
 
 
-def synthetic_catalog(folder: Path, products: int, seed: int = 0) -> Path:
-    """`products` text-only records with myntra-like fields: titles of 3 to 14 words."""
+def synthetic_catalog(folder: Path, products: int, files: int = 8, seed: int = 0) -> Path:
+    """`products` text-only records with myntra-like fields (titles of 3 to 14 words), in
+    `files` JSONL files of (nearly) equal size."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "products.jsonl", "w", encoding="utf-8") as handle:
+    handles = [open(folder / f"part-{n:05d}.jsonl", "w", encoding="utf-8") for n in range(files)]
+    try:
         for i in range(products):
             colour, kind, brand = rng.choice(COLOURS), rng.choice(KINDS), rng.choice(BRANDS)
             words = rng.sample(WORDS, rng.randint(1, 12))
             record = {"id": f"S{i:06d}", "title": " ".join([brand, *words, colour, kind]), "baseColour": colour,
                       "articleType": kind, "brand": brand, "gender": rng.choice(["Men", "Women", "Unisex"]),
                       "usage": rng.choice(["Casual", "Formal", "Sports", "Ethnic"]), "price": rng.randint(199, 4999)}
-            handle.write(json.dumps(record) + "\n")
+            handles[i * files // products].write(json.dumps(record) + "\n")
+    finally:
+        for handle in handles:
+            handle.close()
     return folder
 
 
@@ -76,7 +83,8 @@ def ray_run(catalog: Path, out: Path, encoder, cpus: int, workers: int) -> dict:
         engine = RayEngine(workers=workers)
         result = timed_build(catalog, out, encoder, engine)
         stats = engine.stats
-        result.update(ray_init_s=round(init, 2), plan=engine.plan, encode_wall_s=round(stats["wall_s"], 2),
+        result.update(ray_init_s=round(init, 2), plan=engine.plan, files=stats["files"],
+                      scan_s=round(stats["scan_s"], 2), encode_wall_s=round(stats["wall_s"], 2),
                       actor_cpu_s=round(stats["actor_cpu_s"], 2),
                       products_per_actor_cpu_s=round(stats["products"] / stats["actor_cpu_s"], 2))
         return result
@@ -87,15 +95,18 @@ def ray_run(catalog: Path, out: Path, encoder, cpus: int, workers: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=20_000)
+    parser.add_argument("--files", type=int, default=8, help="records files the catalog is written as")
     parser.add_argument("--encoder", default="default")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    if args.products < 1 or not 1 <= args.files <= args.products:
+        parser.error(f"--products must be at least 1 and --files between 1 and --products ({args.products})")
 
     from moonsearch.encoder.registry import load_encoder
 
     work = Path(tempfile.mkdtemp(prefix="ray-scaling-"))
     try:
-        catalog = synthetic_catalog(work / "catalog", args.products)
+        catalog = synthetic_catalog(work / "catalog", args.products, args.files)
         encoder = load_encoder(args.encoder, device="cpu")
         runs = {}
         print("single process, 1 thread ...", file=sys.stderr)
@@ -110,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(work, ignore_errors=True)
     one, two = runs["ray 1 actor x 1 thread"], runs["ray 2 actors x 1 thread"]
     result = {
-        "products": args.products, "catalog": "synthetic, text-only (benchmarks/ray_scaling.py)",
+        "products": args.products, "files": args.files,
+        "catalog": f"synthetic, text-only, {args.files} JSONL files (benchmarks/ray_scaling.py)",
         "encoder": f"{encoder.name} ({encoder.encoder_id})", "cores": os.cpu_count(),
         "runs": runs, "speedup_2_vs_1_actor": round(one["seconds"] / two["seconds"], 3),
     }
