@@ -58,7 +58,9 @@ def products_of(data: Path, split: str) -> list:
     return myntra.load_split(data, split="test")
 
 
-def measure(encoder, products: list, limit: int | None = None, reference_size=None) -> dict:
+def measure(encoder, products: list, limit: int | None = None, reference_size=None, identity=None) -> dict:
+    """`identity`: the photo identity model an index built now holds vectors of (None: an index
+    without the identity channel, image queries through the encoder)."""
     from moonsearch.catalog.inputs import model_input
     from moonsearch.eval import robustness
 
@@ -68,8 +70,9 @@ def measure(encoder, products: list, limit: int | None = None, reference_size=No
     candidates = np.concatenate([encoder.encode_views(texts[i:i + 64], images[i:i + 64]).mm
                                  for i in range(0, len(products), 64)])
     rows = [i for i, im in enumerate(images) if im is not None][:limit]
+    channel = None if identity is None else robustness.PhotoChannel.of(identity, images)
     result = robustness.run(encoder, [images[i] for i in rows], [str(products[i].id) for i in rows], candidates, rows,
-                            reference_size=reference_size)
+                            reference_size=reference_size, channel=channel)
     return {**result, "image_failures": failures}
 
 
@@ -87,6 +90,11 @@ def main() -> None:
                              "how much of its robustness is input resolution")
     parser.add_argument("--mirror-average", action="store_true",
                         help="embed each query photo as the mean of it and its mirror image (query-time trick)")
+    parser.add_argument("--identity", default="shipped",
+                        help="photo identity weights (.safetensors) the index holds vectors of; 'shipped' (default): "
+                             "the shipped model, as `moonsearch index` builds; 'none': an index without identity vectors")
+    parser.add_argument("--no-trim", action="store_true",
+                        help="do not trim plain frames off photos (catalog and query), to measure what trimming does")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     if not (args.data / "products.jsonl").is_file():
@@ -95,15 +103,25 @@ def main() -> None:
     from moonsearch.encoder.registry import load_encoder
     from moonsearch.eval import robustness
 
+    if args.no_trim:
+        from moonsearch.encoder import pixels
+
+        pixels.trim_plain_frame = lambda image, *a, **k: image
     encoder = load_encoder(args.encoder)
+    identity = None
+    if args.identity != "none":
+        from moonsearch.encoder import photo_identity
+
+        identity = photo_identity.PhotoIdentity.load(None if args.identity == "shipped" else Path(args.identity))
     if args.mirror_average:
         encoder = MirrorAveraged(encoder)
     products = products_of(args.data, args.split)
     if args.products:   # fewer candidates make each query easier: R@1 is only comparable at one N
         products = random.Random(0).sample(products, min(args.products, len(products)))
     started = time.time()
-    result = measure(encoder, products, args.limit, args.reference_size)
-    out = {"encoder": encoder.encoder_id, "photo_query": encoder.photo_query_id, "split": args.split,
+    result = measure(encoder, products, args.limit, args.reference_size, identity)
+    out = {"encoder": encoder.encoder_id, "photo_query": encoder.photo_query_id,
+           "identity": identity.id if identity else None, "trim": not args.no_trim, "split": args.split,
            "products": len(products), **result,
            "seconds": round(time.time() - started, 1),
            "made_by": "python benchmarks/robustness.py" + (f" --split {args.split}" if args.split != "test" else "")
@@ -111,15 +129,22 @@ def main() -> None:
                       + (f" --limit {args.limit}" if args.limit else "")
                       + (f" --products {args.products}" if args.products else "")
                       + (" --mirror-average" if args.mirror_average else "")
+                      + (f" --identity {args.identity}" if args.identity != "shipped" else "")
+                      + (" --no-trim" if args.no_trim else "")
                       + (f" --reference-size {args.reference_size[0]}x{args.reference_size[1]}" if args.reference_size else "")}
     name = ("robustness" + (f"-{args.split}" if args.split != "test" else "") + (f"-{args.products}" if args.products else "")
             + (f"-ref{args.reference_size[0]}x{args.reference_size[1]}" if args.reference_size else "")
-            + ("-mirror-average" if args.mirror_average else ""))
+            + ("-mirror-average" if args.mirror_average else "")
+            + ("-no-identity" if args.identity == "none" else "" if args.identity == "shipped" else f"-{Path(args.identity).stem}")
+            + ("-no-trim" if args.no_trim else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(
         f"# Image queries from changed photos ({args.split})\n\nEncoder `{out['encoder']}`"
-        + (f" with photo-query head `{out['photo_query']}`" if out["photo_query"] else "") + f"; {out['queries']} "
+        + (f" with photo-query head `{out['photo_query']}`" if out["photo_query"] else "")
+        + (f" and photo identity channel `{out['identity']}` (image-only queries rank by it)" if out["identity"] else
+           "; no photo identity channel")
+        + ("" if out["trim"] else "; plain frames not trimmed") + f"; {out['queries']} "
         f"query photos per change against {out['products']} products; made by `{out['made_by']}`.\n\n"
         + robustness.table(out))
     print(robustness.table(out))

@@ -41,6 +41,7 @@ def index(
     engine: str = typer.Option("local", "--engine", help="local (this process encodes) | ray (a Ray Data actor pool; the [scale] extra)."),
     address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: a Ray cluster (host:port, ray://host:port, auto) [default: start a local Ray]."),
     ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="With --engine ray: encoder actors [default: one per GPU, else one per CPU]."),
+    identity: Optional[bool] = typer.Option(None, "--identity/--no-identity", help="Store each product image's photo identity vector, which image-only queries rank by [default: on with the local engine]."),
 ):
     """Index a product catalog into FAISS + DuckDB (or Milvus + DuckDB with --store milvus)."""
     from moonsearch.index.builder import build_index, encoding_engine
@@ -50,7 +51,7 @@ def index(
     encoding = encoding_engine(engine, address, ray_workers)
     summary = build_index(catalog, out, encoder=encoder, index_type=index_type, device=device,
                           batch_size=batch_size, keyword_weights=keyword_weights, store=store, uri=uri,
-                          engine=encoding)
+                          engine=encoding, identity=identity)
     images = f"{summary.images} images embedded" + (
         f", {summary.image_failures} not loaded" if summary.image_failures else "")
     console.print(
@@ -215,7 +216,9 @@ def query(
     table = _hits_table(hits, searcher.manifest.display_fields, cosines=ranking.hybrid or cut is not None)
     boosted = " plus 0.02 per boost met" if ranking.hybrid and hits.query and hits.query.boosts else ""
     table.caption = (f"ranked by {ranking.name}: scores are reciprocal-rank fusion scores{boosted} (--vectors: cosines)"
-                     if ranking.hybrid else "ranked by vectors: scores are cosine similarities")
+                     if ranking.hybrid else
+                     f"ranked by {ranking.name}: scores are photo identity cosine similarities"
+                     if ranking.kind == "photo" else "ranked by vectors: scores are cosine similarities")
     if cut is not None:
         table.caption += f"; hits with a cosine below {cut:g} left out (--min-score)"
     out_console.print(table)

@@ -20,9 +20,16 @@ class ProductViews:
     mm: np.ndarray
     image: np.ndarray
     text: np.ndarray
+    # the photo identity channel's vectors (moonsearch.encoder.photo_identity), when the index
+    # being built has one; zeros for rows without an image
+    identity: np.ndarray | None = None
 
     def __getitem__(self, view: str) -> np.ndarray:
         return getattr(self, view)
+
+    def names(self) -> tuple[str, ...]:
+        """The views this batch has vectors of."""
+        return VIEWS + (("identity",) if self.identity is not None else ())
 
 
 class Encoder:

@@ -22,10 +22,12 @@ def weights_file(name: str) -> Path:
 
 
 def available_encoders() -> list[str]:
-    """Shipped encoders by name (a query head is part of its base model, not an encoder)."""
+    """Shipped encoders by name (a query head is part of its base model, and the photo identity
+    network a channel of every index, not encoders)."""
+    from moonsearch.encoder.photo_identity import NAME as IDENTITY
     from moonsearch.encoder.query_heads import is_head_weights
 
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if not is_head_weights(p))
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if not is_head_weights(p) and p.stem != IDENTITY)
 
 
 RUNTIMES = ("auto", "onnx", "torch")

@@ -39,7 +39,8 @@ from moonsearch.index.snapshots import WriteLock, remove_old_snapshots, snapshot
 from moonsearch import threads as thread_policy
 from moonsearch.progress import progress_bar
 from moonsearch.store.extra_images import ExtraImageMap
-from moonsearch.store.files import EXTRA_VIEWS, SKIPS_FILE, extra_view_file, view_file
+from moonsearch.encoder.photo_identity import WithIdentity
+from moonsearch.store.files import EXTRA_VIEWS, IDENTITY_VIEW, SKIPS_FILE, extra_view_file, view_file
 from moonsearch.store.integrity import record_files
 from moonsearch.store.manifest import MANIFEST_FILE, Manifest
 from moonsearch.store.metadata import ProductRow
@@ -159,8 +160,8 @@ class _ViewBuffers:
         self.chunks = {view: [] for view in VIEWS}
 
     def add(self, views) -> None:
-        for view in VIEWS:
-            self.chunks[view].append(views[view])
+        for view in views:   # VIEWS, and the identity channel's when the build has it
+            self.chunks.setdefault(view, []).append(views[view])
 
     def stacked(self, view: str, dim: int) -> np.ndarray:
         parts = self.chunks[view]
@@ -178,8 +179,8 @@ class _ExtraVectors:
         self.first: list[tuple[int, int]] = []
 
     def add(self, views, rows: list[int], positions: list[int]) -> None:
-        for view in EXTRA_VIEWS:
-            self.chunks[view].append(views[view])
+        for view in views:   # EXTRA_VIEWS, and the identity channel's when the build has it
+            self.chunks.setdefault(view, []).append(views[view])
         self.rows.extend(rows)
         self.positions.extend(positions)
 
@@ -190,8 +191,9 @@ class _ExtraVectors:
             # exact search unless there are as many extras as `auto` takes ANN for
             extra_kind = kind if len(self.rows) >= faiss_vectors.EXACT_BELOW else "flat"
             keys = np.arange(len(self.rows), dtype=np.int64)   # extra vector key = its slot in the map
-            for view in EXTRA_VIEWS:
-                store = create_vectors(np.concatenate(self.chunks[view]), keys, extra_kind, gpu=gpu, backend=backend,
+            for view in self.chunks:
+                store = create_vectors(np.concatenate(self.chunks[view]), keys,
+                                       "flat" if view == IDENTITY_VIEW else extra_kind, gpu=gpu, backend=backend,
                                        location=location)
                 store.save(folder / extra_view_file(view))
         ExtraImageMap(self.rows, self.positions, dict(self.first)).save(folder)
@@ -308,7 +310,7 @@ def _encode_chunk(encoder: Encoder, texts: list[str], images: list, batch_size: 
     for start in range(0, n, batch_size):
         rows = order[start:start + batch_size]
         views = encoder.encode_views([texts[i] for i in rows], [images[i] for i in rows])
-        for view in VIEWS:
+        for view in getattr(views, "names", lambda: VIEWS)():
             if view not in out:
                 out[view] = np.zeros((n, views[view].shape[1]), np.float32)
             out[view][rows] = views[view]
@@ -352,6 +354,7 @@ def build_index(
     store: str = FAISS_DUCKDB,
     uri: str | None = None,
     engine=None,
+    identity: bool | None = None,
 ) -> BuildSummary:
     """Index a catalog into `out`. `fail_after_batches` simulates a crash (tests only).
 
@@ -368,7 +371,11 @@ def build_index(
 
     `engine` (from `encoding_engine`) reads and encodes the catalog elsewhere (Ray): its `scan`
     stands for the catalog's, its `encoded_chunks` for the local loop; rows, report and the
-    commit stay this function's, so either engine writes the same index."""
+    commit stay this function's, so either engine writes the same index.
+
+    `identity` (None: on where the photo identity weights ship and the engine is local; off with
+    MOONSEARCH_IDENTITY=0) also stores each product image's photo identity vector
+    (moonsearch.encoder.photo_identity), which image-only queries then rank by."""
     started = time.time()
     out = Path(out)
     weights = keyword_weights_of(keyword_weights)   # a bad spec fails before anything is read
@@ -387,6 +394,9 @@ def build_index(
         with thread_policy.using(thread_policy.resolve(thread_policy.INDEXING, threads)) as policy:
             if isinstance(encoder, str):
                 encoder = load_encoder(encoder, device=placement.encoder)
+            photo = _identity_model(identity, engine)
+            if photo is not None:
+                encoder = WithIdentity(encoder, photo)
             summary = _build(catalog, scan, out, encoder, kind, placement, batch_size, fail_after_batches,
                              policy, overlap, sort_by_length, weights, storage, engine)
     finally:
@@ -394,6 +404,20 @@ def build_index(
             engine.close()   # lets go of the cluster (a local Ray it started is shut down)
     summary.seconds = time.time() - started
     return summary
+
+
+def _identity_model(identity: bool | None, engine):
+    """The photo identity model a build stores vectors of, or None."""
+    from moonsearch.encoder import photo_identity
+
+    if identity is None:
+        identity = engine is None and photo_identity.enabled_by_default()
+    if not identity:
+        return None
+    if engine is not None:
+        raise MoonsearchError("the photo identity channel is embedded by the local engine only; "
+                              "build without it (MOONSEARCH_IDENTITY=0) on Ray")
+    return photo_identity.PhotoIdentity.load()
 
 
 def _build(catalog, scan, out: Path, encoder: Encoder, kind: str, placement, batch_size: int,
@@ -508,6 +532,11 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
             store = create_vectors(buffers.stacked(view, encoder.dim), keys, kind, gpu=placement.faiss_gpu,
                                    backend=backend, location=location)
             store.save(staging / view_file(view))
+        photo = getattr(encoder, "identity_model", None)
+        if photo is not None:   # exact search: image queries rank by it as the benchmark measures
+            store = create_vectors(buffers.stacked(IDENTITY_VIEW, photo.dim), keys, "flat", backend=backend,
+                                   location=location)
+            store.save(staging / view_file(IDENTITY_VIEW))
         extras.save(staging, kind, placement.faiss_gpu, backend, location)
         with open(staging / SKIPS_FILE, "w", encoding="utf-8") as handle:
             for entry in summary.report:
@@ -529,6 +558,7 @@ def _build_locked(catalog, scan, out: Path, encoder: Encoder, kind: str, placeme
             keyword_weights=weights,
             backend=backend,
             store=location,
+            identity=photo.spec() if photo is not None else None,
         )
         _commit(staging, out, manifest)
     except BaseException:

@@ -45,7 +45,8 @@ def embed_further(encoder: Encoder, items: list[tuple]) -> FurtherImages:
         views = encoder.encode_views([d[1] for d in done], [d[3] for d in done])
         found.keys = [d[0] for d in done]
         found.positions = [d[2] for d in done]
-        found.vectors = {view: np.asarray(views[view], np.float32) for view in EXTRA_VIEWS}
+        extra = EXTRA_VIEWS + (("identity",) if getattr(views, "identity", None) is not None else ())
+        found.vectors = {view: np.asarray(views[view], np.float32) for view in extra}
     return found
 
 

@@ -37,7 +37,7 @@ from moonsearch.errors import MoonsearchError, UnknownProductError
 from moonsearch.store.backends import check_backend, create_vectors, open_records, open_vectors, release_unused
 from moonsearch.index.further_images import after_first, embed_further
 from moonsearch.store.extra_images import ExtraImageMap
-from moonsearch.store.files import EXTRA_VIEWS, extra_view_file, view_file
+from moonsearch.store.files import EXTRA_VIEWS, IDENTITY_VIEW, extra_view_file, view_file
 from moonsearch.store.filters import Filter, parse_filters
 from moonsearch.store.integrity import record_files
 from moonsearch.store.manifest import MANIFEST_FILE, Manifest
@@ -113,6 +113,10 @@ class IndexWriter:
             manifest = Manifest.read(self.folder)
             check_backend(manifest.backend, self.folder)
             self.encoder = self._encoder(manifest, encoder, device)
+            if manifest.identity:   # new products get identity vectors from the model that made the others
+                from moonsearch.encoder.photo_identity import WithIdentity, for_manifest
+
+                self.encoder = WithIdentity(self.encoder, for_manifest(manifest.identity))
             remove_old_snapshots(self.folder, manifest)
         except BaseException:
             self.lock.release()
@@ -244,18 +248,20 @@ class IndexWriter:
 
         keys = np.asarray(records.allowed_rows([]), np.int64)
         kind = resolve_index_type(index_type, len(keys))
-        for view in manifest.views:
+        for view in manifest.vector_views():
             store = open_vectors(snapshot, view_file(view), manifest.backend)
-            rebuilt = create_vectors(store.vectors(keys), keys, kind, backend=manifest.backend,
+            rebuilt = create_vectors(store.vectors(keys), keys, "flat" if view == IDENTITY_VIEW else kind,
+                                     backend=manifest.backend,
                                      location=manifest.store)
             _save_vectors(rebuilt, snapshot / view_file(view))
         extras = ExtraImageMap.load(snapshot) or ExtraImageMap()
         used = np.flatnonzero(extras.rows >= 0).astype(np.int64)
         if len(used):
             extra_kind = kind if len(used) >= EXACT_BELOW else "flat"
-            for view in EXTRA_VIEWS:
+            for view in manifest.extra_views():
                 store = open_vectors(snapshot, extra_view_file(view), manifest.backend)
-                rebuilt = create_vectors(store.vectors(used), used, extra_kind, backend=manifest.backend,
+                rebuilt = create_vectors(store.vectors(used), used, "flat" if view == IDENTITY_VIEW else extra_kind,
+                                         backend=manifest.backend,
                                          location=manifest.store)
                 _save_vectors(rebuilt, snapshot / extra_view_file(view))
         return WriteSummary(compacted=True), {"index_type": kind}
@@ -300,11 +306,12 @@ class IndexWriter:
         extras = ExtraImageMap.load(snapshot) or ExtraImageMap()
         retired = extras.retire(touched)
         encoding = time.time()
-        rows, views, further, failures = self._encode(todo, summary, manifest.keyword_weights or UNWEIGHTED)
+        rows, views, further, failures = self._encode(todo, summary, manifest.keyword_weights or UNWEIGHTED,
+                                                      manifest.vector_views(), manifest.extra_views())
         summary.encode_seconds = time.time() - encoding
         summary.encoded = len(rows)
         new_keys = np.array([r.row for r in rows], np.int64)
-        for view in manifest.views:
+        for view in manifest.vector_views():
             store = open_vectors(snapshot, view_file(view), manifest.backend)
             store.remove(np.asarray(touched, np.int64))
             if len(rows):
@@ -331,7 +338,7 @@ class IndexWriter:
         if not len(retired) and not further["rows"]:
             return
         keys = extras.append(further["rows"], further["positions"]) if further["rows"] else np.zeros(0, np.int64)
-        for view in EXTRA_VIEWS:
+        for view in manifest.extra_views():
             path = snapshot / extra_view_file(view)
             if path.exists():
                 store = open_vectors(snapshot, extra_view_file(view), manifest.backend)
@@ -344,18 +351,19 @@ class IndexWriter:
                 continue
             _save_vectors(store, path)
 
-    def _encode(self, todo, summary: WriteSummary, weights: dict):
+    def _encode(self, todo, summary: WriteSummary, weights: dict, views_of: list = VIEWS,
+                extra_views: tuple = EXTRA_VIEWS):
         """ProductRows and the three views' vectors of the products to (re-)encode, in batches;
         and the vectors of their further images, as a build makes them."""
         rows: list[ProductRow] = []
-        chunks = {view: [] for view in VIEWS}
-        further = {"rows": [], "positions": [], **{view: [] for view in EXTRA_VIEWS}}
+        chunks = {view: [] for view in views_of}
+        further = {"rows": [], "positions": [], **{view: [] for view in extra_views}}
         first_failures: list[tuple[int, int]] = []
         for start in range(0, len(todo), BATCH):
             batch = todo[start:start + BATCH]
             inputs = [model_input(p) for p, _, _ in batch]
             views = self.encoder.encode_views([given.text for given in inputs], [given.image for given in inputs])
-            for view in VIEWS:
+            for view in views_of:
                 chunks[view].append(np.asarray(views[view], np.float32))
             more = []
             for (product, key, digest), given in zip(batch, inputs):
@@ -372,7 +380,7 @@ class IndexWriter:
             found = embed_further(self.encoder, more)
             summary.report += found.failures
             if found.keys:
-                for view in EXTRA_VIEWS:
+                for view in extra_views:
                     further[view].append(found.vectors[view])
                 further["rows"] += found.keys
                 further["positions"] += found.positions

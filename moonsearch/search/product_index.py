@@ -25,9 +25,9 @@ from moonsearch.encoder.base import VIEWS, Encoder, query_encoding
 from moonsearch.encoder.registry import load_encoder
 from moonsearch.errors import IndexFormatError, MoonsearchError
 from moonsearch.store.backends import check_backend, open_records, open_vectors
-from moonsearch.search.results import HYBRID, VECTORS, Hit, Ranking, SearchResults
+from moonsearch.search.results import HYBRID, PHOTO, VECTORS, Hit, Ranking, SearchResults
 from moonsearch.store.extra_images import ExtraImageMap
-from moonsearch.store.files import EXTRA_MAP_FILE, EXTRA_VIEWS, SKIPS_FILE, extra_view_file, view_file
+from moonsearch.store.files import EXTRA_MAP_FILE, EXTRA_VIEWS, IDENTITY_VIEW, SKIPS_FILE, extra_view_file, view_file
 from moonsearch.store.filters import Filter, parse_filters
 from moonsearch.store.integrity import check_contents, check_sizes, damaged
 from moonsearch.store.interface import RecordStore
@@ -76,14 +76,14 @@ class ProductIndex:
         check_backend(manifest.backend, folder)
         data = manifest.data_folder(folder)
         check_sizes(data, manifest.files)
-        for view in manifest.views:
+        for view in manifest.vector_views():
             if not (data / view_file(view)).exists():
                 raise IndexFormatError(f"{folder} is incomplete: {view_file(view)} is missing")
         extras = ExtraImageMap.load(data, manifest.files)
         if manifest.counts.get("extra_images") and extras is None:
             raise IndexFormatError(f"{folder} is incomplete: {EXTRA_MAP_FILE} is missing")
         if extras is not None and extras.used:
-            for view in EXTRA_VIEWS:
+            for view in manifest.extra_views():
                 if not (data / extra_view_file(view)).exists():
                     raise IndexFormatError(f"{folder} is incomplete: {extra_view_file(view)} is missing")
         store = open_records(data, manifest.backend)
@@ -104,7 +104,7 @@ class ProductIndex:
         return self._encoder
 
     def _view(self, view: str):
-        if view not in VIEWS:
+        if view not in VIEWS and not (view == IDENTITY_VIEW and self.manifest.identity):
             raise MoonsearchError(f"unknown view '{view}' (choose from {', '.join(VIEWS)})")
         if view not in self._views:
             self._views[view] = open_vectors(self.data, view_file(view), self.manifest.backend, self.manifest.files)
@@ -168,18 +168,60 @@ class ProductIndex:
         takes hybrid for a text-only query on the product (mm) vectors, where it was measured
         better, and vectors for image queries and for the image / text views, which ask for one
         kind of vector by name. An index built before keyword search existed falls back to
-        vectors, with a note saying so."""
+        vectors, with a note saying so. An image-only query on the mm or image view of an index
+        with identity vectors ranks by the photo identity channel (PHOTO) unless hybrid is asked."""
         keywords = text.strip() if isinstance(text, str) else ""
         if hybrid and not keywords:
             raise MoonsearchError("hybrid search needs a query text: its keywords are what BM25 matches")
+        if hybrid:
+            return Ranking(HYBRID)
+        if self.photo_query(keywords, image, view):
+            return Ranking(PHOTO)
         if hybrid is not None:
-            return Ranking(HYBRID if hybrid else VECTORS)
+            return Ranking(VECTORS)
         if not keywords or image is not None or view != "mm":
             return Ranking(VECTORS)
         if not self.has_keyword_index():
             return Ranking(VECTORS, "this index has no keyword index (built by an older moonsearch): ranked by "
                                     "vectors only; rebuild it with `moonsearch index` for hybrid ranking")
         return Ranking(HYBRID)
+
+    def photo_query(self, text: str | None, image, view: str = "mm") -> bool:
+        """Whether a query is ranked by the photo identity channel: an image-only query on the
+        mm or image view of an index that holds identity vectors."""
+        keywords = text.strip() if isinstance(text, str) else ""
+        return bool(self.manifest.identity) and image is not None and not keywords and view in EXTRA_VIEWS
+
+    def _photo_pairs(self, image, k: int, filters) -> tuple[list[tuple[float, int]], dict[int, int]]:
+        """(identity score, row) best first and the matched image of each row, for an image-only
+        query (moonsearch.encoder.photo_identity): each product by its best image's identity vector, the
+        top PHOTO_DEPTH re-ordered by the fused score."""
+        from moonsearch.encoder.photo_identity import for_manifest
+        from moonsearch.encoder import photo_identity as photo
+
+        picture = load_query_image(image)
+        model = for_manifest(self.manifest.identity)
+        allowed = self.allowed_rows(filters, "image")   # text-only products have no photo to match
+        depth = max(k, photo.PHOTO_DEPTH)
+        best: dict[int, tuple[float, int]] = {}
+        for view in photo.query_views([picture]):   # each product scores its best view of the query
+            query = model.embed(view)
+            scores, rows = self._view(IDENTITY_VIEW).search(query, depth, allowed)
+            found, positions = self._best_per_product(IDENTITY_VIEW, query, depth, allowed, scores, rows)
+            for score, row in found:
+                if row not in best or score > best[row][0]:
+                    best[row] = (score, positions[row])
+        ranked = sorted(best.items(), key=lambda item: -item[1][0])[:depth]
+        pairs = [(score, row) for row, (score, _) in ranked]
+        matched = {row: position for row, (_, position) in ranked}
+        if photo.MM_WEIGHT and pairs:
+            mm_query = query_encoding(self.encoder)([None], [picture])
+            candidates = [row for _, row in pairs]
+            mm = self.stored_vectors(candidates, "mm").astype(np.float32) @ mm_query[0].astype(np.float32)
+            fused = photo.fused(np.array([s for s, _ in pairs]), mm)
+            order = np.argsort(-fused, kind="stable")
+            pairs = [(float(fused[i]), candidates[i]) for i in order]
+        return pairs[:k], matched
 
     def understand(self, text: str | None, parse: bool = True) -> ParsedQuery | None:
         """How `search` reads a query text (moonsearch.store.query_language): rewritten spellings,
@@ -216,6 +258,9 @@ class ProductIndex:
         if min_score is not None:
             min_score = check_min_score(min_score)
         ranking = self.ranking(text, image, view, hybrid)
+        if ranking.kind == PHOTO:
+            pairs, matched = self._photo_pairs(image, k, filters)
+            return self._results(self._hits(pairs, PHOTO, matched), None, [], [], min_score)
         parsed = self.understand(text, parse)
         index = self._view(view)
         applied, notes = (list(parsed.applied) if parsed else []), []
@@ -249,7 +294,10 @@ class ProductIndex:
             if missing:
                 vectors = self.stored_vectors(missing, view).astype(np.float32)
                 cosines.update(zip(missing, (float(c) for c in vectors @ query[0].astype(np.float32))))
-        hits = self._hits(pairs, ranking.kind, matched, cosines)
+        return self._results(self._hits(pairs, ranking.kind, matched, cosines), parsed, applied, notes, min_score)
+
+    @staticmethod
+    def _results(hits: list[Hit], parsed, applied: list, notes: list, min_score: float | None) -> SearchResults:
         if min_score is not None:
             kept = [h for h in hits if h.similarity >= min_score]
             if hits and not kept:
@@ -307,14 +355,15 @@ class ProductIndex:
         which also finds damage in an index built before checksums were recorded. Raises
         IndexDamagedError (or IndexFormatError) naming the first bad file."""
         verified = check_contents(self.data, self.manifest.files)
-        vectors = {view: self._view(view).size for view in self.manifest.views}
+        vectors = {view: self._view(view).size for view in self.manifest.vector_views()}
         if self._extras is not None and self._extras.used:
-            for view in EXTRA_VIEWS:
+            for view in self.manifest.extra_views():
                 vectors[f"{view} (further images)"] = self._extra_view(view).size
         records = self.store.count()
         self.store.products(self.store.allowed_rows([]).tolist())
         expected = self.manifest.counts.get("products")
-        if records != expected or any(size != records for view, size in vectors.items() if view in VIEWS):
+        if records != expected or any(size != records for view, size in vectors.items()
+                                      if view in self.manifest.vector_views()):
             raise damaged(self.data, f"holds stores that disagree on the product count (manifest {expected}, "
                                      f"records {records}, vectors {vectors})")
         return {"files_verified": verified, "checksums": self.manifest.files is not None,

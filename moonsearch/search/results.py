@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-HYBRID, VECTORS = "hybrid", "vectors"
-RANKING_NAMES = {HYBRID: "hybrid (vectors + BM25)", VECTORS: "vectors"}
+HYBRID, VECTORS, PHOTO = "hybrid", "vectors", "photo"
+RANKING_NAMES = {HYBRID: "hybrid (vectors + BM25)", VECTORS: "vectors",
+                 PHOTO: "photo identity (each product's best image)"}
 
 
 @dataclass(frozen=True)
 class Ranking:
     """How `search` ranks a query, and a note for the user when the default had to fall back."""
-    kind: str                 # HYBRID or VECTORS
+    kind: str                 # HYBRID, VECTORS, or PHOTO (an image-only query on an index with identity vectors)
     note: str | None = None
 
     @property
@@ -37,7 +38,8 @@ class Hit:
     image: str | None
     attributes: dict
     row: int
-    ranking: str = VECTORS    # what the score is: a cosine (vectors) or a fusion score (hybrid)
+    ranking: str = VECTORS    # what the score is: a cosine (vectors), a fusion score (hybrid), or the photo
+    #                           identity channel's score (photo: the identity cosine, moonsearch.encoder.photo_identity)
     # Image queries: the product image that matched best (its path, and its position in the
     # product's image list); None for text-only queries.
     matched_image: str | None = None

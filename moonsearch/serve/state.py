@@ -94,6 +94,8 @@ class IndexState:
             from PIL import Image
 
             self.index.embed_query(image=Image.new("RGB", (96, 128), "white"))
+            if self.index.manifest.identity:   # the photo identity graph and vectors (image-only queries)
+                self.index.search(image=Image.new("RGB", (96, 128), "white"), k=1)
 
     def load_key(self, key: str) -> None:
         """Bring one filter key's values into memory (its first use reads them), so later

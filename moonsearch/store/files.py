@@ -10,6 +10,11 @@ SKIPS_FILE = "skipped.jsonl"
 # loads) gets its own mm and image vectors in these files; EXTRA_MAP_FILE says whose they are.
 EXTRA_VIEWS = ("mm", "image")
 EXTRA_MAP_FILE = "extra-images.npz"
+# An index built with the photo identity channel (moonsearch.encoder.photo_identity, issue 16)
+# holds each product image's identity vector too: vectors-identity.faiss under the product's key
+# (zeros for a text-only product), further images in vectors-identity-extra.faiss like the extras
+# above. The manifest's `identity` names the model; an index without it has neither file.
+IDENTITY_VIEW = "identity"
 # The milvus backend's pointer to the Milvus collection its filters run on (moonsearch.store.milvus);
 # its vector stores' pointers take the view files' names.
 MILVUS_RECORDS_FILE = "milvus-records.json"

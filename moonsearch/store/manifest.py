@@ -48,6 +48,22 @@ class Manifest:
     # Where a backend outside the index folder keeps its data ({"uri", "collection"} for milvus:
     # the Milvus address and its collections' name prefix); None: everything is in the folder.
     store: dict | None = None
+    # The photo identity model whose vectors the index holds ({"name", "id", "dim", "weights"},
+    # moonsearch.encoder.photo_identity); None: no identity channel (image queries go through
+    # the encoder alone).
+    identity: dict | None = None
+
+    def vector_views(self) -> list[str]:
+        """Every per-product vector file's view: the encoder's views, and the identity channel's."""
+        from moonsearch.store.files import IDENTITY_VIEW
+
+        return list(self.views) + ([IDENTITY_VIEW] if self.identity else [])
+
+    def extra_views(self) -> tuple[str, ...]:
+        """The views further images have vectors in."""
+        from moonsearch.store.files import EXTRA_VIEWS, IDENTITY_VIEW
+
+        return EXTRA_VIEWS + ((IDENTITY_VIEW,) if self.identity else ())
 
     def write(self, folder: Path) -> None:
         tmp = Path(folder) / (MANIFEST_FILE + ".tmp")

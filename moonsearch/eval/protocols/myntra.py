@@ -31,6 +31,7 @@ from moonsearch.catalog import open_catalog
 from moonsearch.catalog.images import first_loadable
 from moonsearch.catalog.inputs import KEYWORD_WEIGHTS, keyword_text
 from moonsearch.errors import MoonsearchError
+from moonsearch.encoder import photo_identity
 from moonsearch.eval import robustness, text_queries
 from moonsearch.eval.metrics import ranking_metrics
 from moonsearch.eval.references import BM25Index, System
@@ -180,6 +181,7 @@ def run_products(system: System, products: list, queries: list[dict],
     metrics: dict = {}
     failures: dict[int, str] = {}
     robustness_detail = None
+    identity = photo_identity.default_model() if system.sees_images else None
     if system.sees_images:
         images = [None] * n
         for i, product in enumerate(products):   # the image the index embeds (catalog.inputs)
@@ -192,7 +194,10 @@ def run_products(system: System, products: list, queries: list[dict],
         text_view = np.concatenate([v.text for v in views])
         with_image = [i for i in range(n) if images[i] is not None]
         image_view = np.concatenate([v.image for v in views])[with_image]
-        held_out = embed(encoder, [None] * len(with_image), [held_out_view(images[i]) for i in with_image], queries=True)
+        held_out_photos = [held_out_view(images[i]) for i in with_image]
+        held_out = embed(encoder, [None] * len(held_out_photos), held_out_photos, queries=True)
+        # image-only queries as an index built now answers them: by the photo identity channel
+        channel = robustness.PhotoChannel.of(identity, images) if identity is not None else None
     else:
         products_mm = embed(encoder, texts, [None] * n)
         with_image = []
@@ -201,14 +206,17 @@ def run_products(system: System, products: list, queries: list[dict],
     metrics["t2mm"] = _rounded(retrieval_recall(title_queries, products_mm, groups, RECALL_KS))
     if with_image:
         position = {row: j for j, row in enumerate(with_image)}
-        metrics["i2mm"] = _rounded(retrieval_recall(held_out, products_mm, [{i} for i in with_image], RECALL_KS))
+        if channel is not None:
+            metrics["i2mm"] = _rounded(channel.metrics(encoder, held_out_photos, products_mm, with_image, RECALL_KS))
+        else:
+            metrics["i2mm"] = _rounded(retrieval_recall(held_out, products_mm, [{i} for i in with_image], RECALL_KS))
         metrics["t2i"] = _rounded(retrieval_recall(
             title_queries, image_view, [{position[j] for j in g if j in position} for g in groups], RECALL_KS))
         metrics["i2t"] = _rounded(retrieval_recall(image_view, text_view, [groups[i] for i in with_image], RECALL_KS))
         if robustness_queries != 0:
             rows = with_image[:robustness_queries]
             detail = robustness.run(encoder, [images[i] for i in rows], [str(products[i].id) for i in rows],
-                                    products_mm, rows)
+                                    products_mm, rows, channel=channel)
             metrics["robustness"] = robustness.flat_metrics(detail)
             robustness_detail = detail
     types = [p.attributes.get("articleType") for p in products]
@@ -237,6 +245,8 @@ def run_products(system: System, products: list, queries: list[dict],
     counts["image_failures"] = len(failures)
     result = {"dataset": "myntra", "encoder": system.name, "encoder_id": encoder.encoder_id,
               "metrics": metrics, "counts": counts, "per_query": {"shopper": per_query}}
+    if identity is not None:
+        result["identity"] = identity.id
     result["text_queries"] = text_detail
     if robustness_detail is not None:
         result["robustness"] = robustness_detail
