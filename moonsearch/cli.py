@@ -41,7 +41,7 @@ def index(
     engine: str = typer.Option("local", "--engine", help="local (this process encodes) | ray (a Ray Data actor pool; the [scale] extra)."),
     address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: a Ray cluster (host:port, ray://host:port, auto) [default: start a local Ray]."),
     ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="With --engine ray: encoder actors [default: one per GPU, else one per CPU]."),
-    identity: Optional[bool] = typer.Option(None, "--identity/--no-identity", help="Store each product image's photo identity vector, which image-only queries rank by [default: on with the local engine]."),
+    identity: Optional[bool] = typer.Option(None, "--identity/--no-identity", help="Store each product image's photo identity vector, which image-only queries rank by [default: on where its weights ship, either engine; off with MOONSEARCH_IDENTITY=0]."),
 ):
     """Index a product catalog into FAISS + DuckDB (or Milvus + DuckDB with --store milvus)."""
     from moonsearch.index.builder import build_index, encoding_engine

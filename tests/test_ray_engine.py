@@ -7,6 +7,7 @@ Parquet and CSV (bad rows in one file, products with several images in two)."""
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -241,6 +242,67 @@ def test_a_catalog_of_several_files_read_on_ray_equals_the_single_process_build(
     finally:
         first.close()
     print(f"{fmt}: ray vs local: worst cosine, largest difference per view " + found)
+
+
+def test_the_photo_identity_channel_built_on_ray_equals_the_single_process_build(tmp_path, local_ray, split_encoder):
+    """With the channel on, the actors embed each first and further image's identity vector with
+    the same model as the local build: the same identity files, manifest entry and photo top-10."""
+    from moonsearch.encoder import photo_identity
+
+    if photo_identity.shipped() is None:
+        pytest.skip(f"no photo identity weights at {photo_identity.WEIGHTS} (the channel needs them)")
+    catalog = split_catalog(tmp_path / "cat", "jsonl")
+    local = build_index(catalog, tmp_path / "local", encoder=split_encoder, device="cpu", batch_size=SPLIT_BATCH,
+                        identity=True)
+    engine = encoding_engine("ray", None, 2)
+    remote = build_index(catalog, tmp_path / "ray", encoder=split_encoder, device="cpu", batch_size=SPLIT_BATCH,
+                         identity=True, engine=engine)
+    assert engine.stats["chunks"] == 5 and (remote.products, remote.extra_images) == (SPLIT_PRODUCTS, 2)
+
+    manifest = json.loads((tmp_path / "ray" / MANIFEST_FILE).read_text())
+    assert manifest["identity"] == photo_identity.PhotoIdentity.load().spec()   # and equal to local's: compare_builds
+    worst = {}
+    for name, count in ((view_file("identity"), local.products), (extra_view_file("identity"), local.extra_images)):
+        x, y = vectors(tmp_path / "ray" / name, count), vectors(tmp_path / "local" / name, count)
+        assert x.shape == (count, manifest["identity"]["dim"]) and np.abs(x).sum() > 0, name
+        worst[name] = worst_cosine(x, y)
+        assert worst[name] >= 0.9999, (name, worst[name])
+    photos = [catalog / "images" / "P005.png", catalog / "2026-02" / "photos" / "extra80.png"]
+    found = compare_builds(tmp_path / "local", tmp_path / "ray", local, remote, QUERIES, photos)
+    index = moonsearch.open_index(tmp_path / "ray")
+    try:   # image-only queries rank by the channel; P080's second photo finds it through its extra identity vector
+        hits = index.search(image=photos[1], k=10)
+        assert hits[0].ranking == "photo" and hits[0].id == "P080"
+    finally:
+        index.close()
+    print("identity: ray vs local: worst cosine " + ", ".join(f"{k} {v:.7f}" for k, v in worst.items()) + "; " + found)
+
+
+def test_the_identity_default_is_the_same_for_both_engines(monkeypatch):
+    from moonsearch.encoder import photo_identity
+    from moonsearch.index.builder import _identity_model
+
+    monkeypatch.delenv("MOONSEARCH_IDENTITY", raising=False)
+    on = photo_identity.shipped() is not None   # on where the weights ship, whichever engine builds
+    assert (_identity_model(None) is not None) == on
+    assert _identity_model(False) is None
+    monkeypatch.setenv("MOONSEARCH_IDENTITY", "0")
+    assert _identity_model(None) is None
+
+
+def test_a_ray_worker_without_the_identity_weights_fails_in_one_line(tmp_path, local_ray, split_encoder, monkeypatch):
+    from moonsearch.encoder import photo_identity
+
+    if photo_identity.shipped() is None:
+        pytest.skip(f"no photo identity weights at {photo_identity.WEIGHTS}")
+    catalog = make_tiny_catalog(tmp_path / "cat", tiny_records(4))
+    missing = tmp_path / "nowhere" / "photo-identity.safetensors"   # what the driver tells the actors to load
+    spec = photo_identity.PhotoIdentity.spec
+    monkeypatch.setattr(photo_identity.PhotoIdentity, "spec", lambda self: {**spec(self), "weights": str(missing)})
+    with pytest.raises(MoonsearchError, match="^encoding on Ray failed: no photo identity weights at " + re.escape(str(missing))):
+        build_index(catalog, tmp_path / "index", encoder=split_encoder, device="cpu", identity=True,
+                    engine=encoding_engine("ray", None, 1))
+    assert not (tmp_path / "index").exists()
 
 
 def test_duplicate_ids_across_files_and_unreadable_files_fail_on_ray_as_locally(tmp_path, local_ray):

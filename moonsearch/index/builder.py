@@ -373,9 +373,11 @@ def build_index(
     stands for the catalog's, its `encoded_chunks` for the local loop; rows, report and the
     commit stay this function's, so either engine writes the same index.
 
-    `identity` (None: on where the photo identity weights ship and the engine is local; off with
+    `identity` (None: on where the photo identity weights ship, with either engine; off with
     MOONSEARCH_IDENTITY=0) also stores each product image's photo identity vector
-    (moonsearch.encoder.photo_identity), which image-only queries then rank by."""
+    (moonsearch.encoder.photo_identity), which image-only queries then rank by. The encoder is
+    wrapped in `WithIdentity`, whose `encode_views` adds them: the local loop, and the Ray
+    engine's actors (which wrap their own encoder with the same model), embed through it."""
     started = time.time()
     out = Path(out)
     weights = keyword_weights_of(keyword_weights)   # a bad spec fails before anything is read
@@ -394,7 +396,7 @@ def build_index(
         with thread_policy.using(thread_policy.resolve(thread_policy.INDEXING, threads)) as policy:
             if isinstance(encoder, str):
                 encoder = load_encoder(encoder, device=placement.encoder)
-            photo = _identity_model(identity, engine)
+            photo = _identity_model(identity)
             if photo is not None:
                 encoder = WithIdentity(encoder, photo)
             summary = _build(catalog, scan, out, encoder, kind, placement, batch_size, fail_after_batches,
@@ -406,17 +408,15 @@ def build_index(
     return summary
 
 
-def _identity_model(identity: bool | None, engine):
-    """The photo identity model a build stores vectors of, or None."""
+def _identity_model(identity: bool | None):
+    """The photo identity model a build stores vectors of, or None; the same for either engine
+    (the Ray engine's actors load it by its `spec()`)."""
     from moonsearch.encoder import photo_identity
 
     if identity is None:
-        identity = engine is None and photo_identity.enabled_by_default()
+        identity = photo_identity.enabled_by_default()   # the same default for both engines
     if not identity:
         return None
-    if engine is not None:
-        raise MoonsearchError("the photo identity channel is embedded by the local engine only; "
-                              "build without it (MOONSEARCH_IDENTITY=0) on Ray")
     return photo_identity.PhotoIdentity.load()
 
 

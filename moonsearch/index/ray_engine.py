@@ -6,11 +6,13 @@ Parsing and skip rules are moonsearch's own: each read task runs the catalog rea
 `file_items` (moonsearch.catalog.reader) on its file, so a row becomes the same product or skip
 as in a single-process build. Before encoding, a scan on Ray (the same reading, no images)
 counts products, gathers skips and checks ids across files, as `Catalog.scan` does. Each actor
-loads the encoder once, decodes a piece's first images (`model_input`), encodes them
-(`builder._encode_chunk`) and embeds the piece's further images (`embed_batch_further`); the
-vectors, products and what the record store needs come back in catalog order and the builder
-records them exactly as its own loop does (`_build_locked`'s `engine`). Records files and
-images must be readable at the same paths on every node (a shared file system).
+loads the encoder once (and, for a build with the photo identity channel, the identity model
+once, wrapping the encoder in `WithIdentity` as the builder does), decodes a piece's first images
+(`model_input`), encodes them (`builder._encode_chunk`) and embeds the piece's further images
+(`embed_batch_further`); the vectors (identity vectors among them), products and what the record
+store needs come back in catalog order and the builder records them exactly as its own loop does
+(`_build_locked`'s `engine`). Records files and images must be readable at the same paths on
+every node (a shared file system).
 
 Ray is imported here only, and only when asked for.
 """
@@ -30,6 +32,7 @@ from moonsearch.catalog.images import ImageError, LoadedImage
 from moonsearch.catalog.inputs import ModelInput, model_input
 from moonsearch.catalog.models import CatalogScan, Skip
 from moonsearch.catalog.reader import file_items
+from moonsearch.encoder.photo_identity import PhotoIdentity, WithIdentity
 from moonsearch.encoder.registry import load_encoder, weights_path
 from moonsearch.index.further_images import embed_batch_further
 from moonsearch.errors import CatalogError, MoonsearchError
@@ -122,15 +125,21 @@ def _read_pieces(batch: dict, format: str, size: int) -> Iterator[dict]:
 
 
 class _ChunkEncoder:
-    """A Ray Data actor: loads the encoder once, then for each piece decodes the products' first
-    images, encodes them and embeds their further images."""
+    """A Ray Data actor: loads the encoder once (with the photo identity model, once, where the
+    build has the channel), then for each piece decodes the products' first images, encodes them
+    and embeds their further images."""
 
-    def __init__(self, spec: str, device: str, threads: int, batch_size: int, by_length: bool):
+    def __init__(self, spec: str, device: str, threads: int, batch_size: int, by_length: bool,
+                 identity: dict | None = None):
         from moonsearch.index.builder import _encode_chunk
 
         thread_policy.apply(thread_policy.resolve(thread_policy.INDEXING, threads))
         self.encode = _encode_chunk
         self.encoder = load_encoder(spec, device=device)
+        self.identity_id = None
+        if identity:   # the driver's model's spec(): its weights, None for this node's shipped ones
+            model = PhotoIdentity.load(identity["weights"])
+            self.encoder, self.identity_id = WithIdentity(self.encoder, model), model.id   # as build_index wraps it
         self.batch_size = batch_size
         self.by_length = by_length
 
@@ -153,7 +162,8 @@ class _ChunkEncoder:
                     for g in inputs]
             del inputs
             cpu = time.process_time() - cpu   # this actor's CPU seconds for the piece (all its threads)
-            encoded.append(pickle.dumps((self.encoder.encoder_id, rows, views, further, cpu), protocol=5))
+            encoded.append(pickle.dumps(((self.encoder.encoder_id, self.identity_id), rows, views, further, cpu),
+                                        protocol=5))
         return {"file": batch["file"], "piece": batch["piece"], "last": batch["last"], "items": batch["items"],
                 "encoded": encoded}
 
@@ -306,6 +316,8 @@ class RayEngine:
         self._connect()
         self.stats.update(chunks=0, products=0, actor_cpu_s=0.0, wall_s=0.0)
         plan = self._actors()
+        photo = getattr(encoder, "identity_model", None)   # the build's photo identity model (WithIdentity), or None
+        photo_id = None if photo is None else photo.id
         files, count = self._files(catalog)
         readers = max(1, min(count, -(-plan["workers"] // WORKERS_PER_READER)))
         pieces = files.map_batches(_read_pieces, batch_size=1, num_cpus=0,
@@ -314,7 +326,8 @@ class RayEngine:
         dataset = pieces.map_batches(
             _ChunkEncoder, batch_size=1,
             fn_constructor_kwargs={"spec": encoder_spec(encoder), "device": plan["device"],
-                                   "threads": plan["threads"], "batch_size": batch_size, "by_length": by_length},
+                                   "threads": plan["threads"], "batch_size": batch_size, "by_length": by_length,
+                                   "identity": None if photo is None else photo.spec()},
             compute=self.ray.data.ActorPoolStrategy(size=plan["workers"]),
             num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"])
         catalog.skips = []
@@ -325,10 +338,14 @@ class RayEngine:
                                       f"where piece {due[1]} of file {due[0]} was due")
             due = (due[0] + 1, 0) if row["last"] else (due[0], due[1] + 1)
             products, skips = pickle.loads(row["items"])
-            encoder_id, inputs, views, further, cpu = pickle.loads(row["encoded"])
+            (encoder_id, identity_id), inputs, views, further, cpu = pickle.loads(row["encoded"])
             if encoder_id != encoder.encoder_id:
                 raise MoonsearchError(
                     f"a Ray worker's encoder is {encoder_id}, this machine's {encoder.encoder_id}: "
+                    "install the same moonsearch and weights on every node")
+            if identity_id != photo_id:
+                raise MoonsearchError(
+                    f"a Ray worker's photo identity model is {identity_id}, this machine's {photo_id}: "
                     "install the same moonsearch and weights on every node")
             catalog.skips += skips
             self.stats["actor_cpu_s"] += cpu
