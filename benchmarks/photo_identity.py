@@ -80,6 +80,7 @@ def main() -> None:
     if args.checkpoint:
         weights = checkpoint_weights(args.checkpoint, args.checkpoint.with_name(args.checkpoint.stem + "-eval.safetensors"))
     identity = PhotoIdentity.load(weights)
+    weights = identity.weights.relative_to(REPO) if identity.weights.is_relative_to(REPO) else identity.weights
     encoder = load_encoder("moon-lite")
     products = products_of(args.data, args.split)
     name = args.name or ("photo-identity-" + ("val" if args.split == "myntra-val" else args.split)
@@ -97,9 +98,9 @@ def main() -> None:
     table: dict = {"no identity": {}, **{label: {} for label in labels.values()}}
     changes = {name: robustness.transformed([images[i] for i in rows], keys, name) for name in photos.TRANSFORMS}
     changes["i2mm (held-out view)"] = [held_out_view(images[i]) for i in rows]
-    for name, queries in changes.items():
+    for change, queries in changes.items():
         query_mm = embed(encoder, [None] * len(queries), queries, queries=True)
-        table["no identity"][name] = robustness.recall(query_mm, candidate_mm, rows)
+        table["no identity"][change] = robustness.recall(query_mm, candidate_mm, rows)
         from PIL import ImageOps
 
         plain = identity.embed(queries)
@@ -107,8 +108,8 @@ def main() -> None:
         for (w, mirrored), label in labels.items():
             ranked = photo.rank_matrix(both if mirrored else plain, channel.candidates, query_mm, candidate_mm, w,
                                        photo.PHOTO_DEPTH, channel.has_photo)
-            table[label][name] = photo.recall_at(ranked, rows)
-        print(name, {k: v[name] for k, v in table.items()}, flush=True)
+            table[label][change] = photo.recall_at(ranked, rows)
+        print(change, {k: v[change] for k, v in table.items()}, flush=True)
     out = {"identity": identity.id, "weights_file": str(weights), "split": args.split, "encoder": encoder.encoder_id,
            "photo_query": encoder.photo_query_id, "products": len(products), "queries": len(rows),
            "trim": not args.no_trim, "results": table, "seconds": round(time.time() - started, 1),

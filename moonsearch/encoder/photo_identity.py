@@ -198,7 +198,7 @@ def enabled_by_default() -> bool:
 
 PHOTO_DEPTH = 100     # identity candidates re-ordered by the fused score
 MM_WEIGHT = 0.0       # weight of the product-vector cosine in the fused score
-MIRROR_QUERY = False  # also match the query photo's mirror image (a product scores the better of the two)
+MIRROR_QUERY = True   # also match the query photo's mirror image (a product scores the better of the two)
 
 
 def query_views(images: list) -> list[list]:

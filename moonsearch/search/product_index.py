@@ -192,8 +192,8 @@ class ProductIndex:
         keywords = text.strip() if isinstance(text, str) else ""
         return bool(self.manifest.identity) and image is not None and not keywords and view in EXTRA_VIEWS
 
-    def _photo_pairs(self, image, k: int, filters) -> tuple[list[tuple[float, int]], dict[int, int]]:
-        """(identity score, row) best first and the matched image of each row, for an image-only
+    def _photo_pairs(self, image, k: int, filters) -> tuple[list[tuple[float, int]], dict[int, int], dict[int, float]]:
+        """(score, row) best first, the matched image of each row and its identity cosine, for an image-only
         query (moonsearch.encoder.photo_identity): each product by its best image's identity vector, the
         top PHOTO_DEPTH re-ordered by the fused score."""
         from moonsearch.encoder.photo_identity import for_manifest
@@ -214,6 +214,7 @@ class ProductIndex:
         ranked = sorted(best.items(), key=lambda item: -item[1][0])[:depth]
         pairs = [(score, row) for row, (score, _) in ranked]
         matched = {row: position for row, (_, position) in ranked}
+        cosines = {row: score for score, row in pairs}
         if photo.MM_WEIGHT and pairs:
             mm_query = query_encoding(self.encoder)([None], [picture])
             candidates = [row for _, row in pairs]
@@ -221,7 +222,7 @@ class ProductIndex:
             fused = photo.fused(np.array([s for s, _ in pairs]), mm)
             order = np.argsort(-fused, kind="stable")
             pairs = [(float(fused[i]), candidates[i]) for i in order]
-        return pairs[:k], matched
+        return pairs[:k], matched, cosines
 
     def understand(self, text: str | None, parse: bool = True) -> ParsedQuery | None:
         """How `search` reads a query text (moonsearch.store.query_language): rewritten spellings,
@@ -259,8 +260,8 @@ class ProductIndex:
             min_score = check_min_score(min_score)
         ranking = self.ranking(text, image, view, hybrid)
         if ranking.kind == PHOTO:
-            pairs, matched = self._photo_pairs(image, k, filters)
-            return self._results(self._hits(pairs, PHOTO, matched), None, [], [], min_score)
+            pairs, matched, cosines = self._photo_pairs(image, k, filters)
+            return self._results(self._hits(pairs, PHOTO, matched, cosines), None, [], [], min_score)
         parsed = self.understand(text, parse)
         index = self._view(view)
         applied, notes = (list(parsed.applied) if parsed else []), []

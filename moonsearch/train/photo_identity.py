@@ -100,9 +100,9 @@ def epoch_order(groups: list[str], seed: int, epoch: int, run: int) -> np.ndarra
 
 
 def batch_rows(groups: list[str], step: int, batch: int, seed: int, run: int, _memo: dict = {}) -> np.ndarray:
-    per_epoch = len(groups) // batch
+    per_epoch = max(1, len(groups) // batch)
     epoch, offset = divmod(step, per_epoch)
-    key = (id(groups), seed, epoch, run)
+    key = (tuple(groups), seed, epoch, run)
     if key not in _memo:
         _memo.clear()
         _memo[key] = epoch_order(groups, seed, epoch, run)
@@ -143,7 +143,15 @@ def train_photo_identity(data: Path, config: dict, out: Path, resume: bool = Tru
     if config.get("data", {}).get("limit"):
         products = products[:int(config["data"]["limit"])]
     images, rows = image_cache(products, work / f"photos-{len(products)}.npy")
-    groups = [f"{products[r].attributes.get('articleType')}|{products[r].attributes.get('baseColour')}" for r in rows]
+    def groups_by(fields) -> list[str]:
+        return ["|".join(str(products[r].attributes.get(f)) for f in fields) for r in rows]
+
+    # Which products share batches, by step: a list of {"fields": [...], "until": step} (the last
+    # without "until"). Same article type and colour gives the hardest negatives on detail; same
+    # type across colours teaches colour, which the first alone leaves out.
+    schedule = optim_cfg.get("group_by") or [{"fields": ["articleType", "baseColour"]}]
+    groupings = [(int(g.get("until", 1 << 60)), groups_by(g["fields"])) for g in schedule]
+    groups = groupings[0][1]
     if len(rows) < 2:
         raise MoonsearchError(f"{data}: {len(rows)} training photos; need at least 2")
     cache_seconds = time.time() - started
@@ -174,7 +182,7 @@ def train_photo_identity(data: Path, config: dict, out: Path, resume: bool = Tru
     history, done, seconds_before = [], 0, 0.0
     # A run resumes under a changed step count (lengthened or shortened to fit the time there
     # is): the schedule then follows the new length from the step it resumes at.
-    same_run = {**config, "optim": {k: v for k, v in optim_cfg.items() if k != "steps"}}
+    same_run = {**config, "optim": {k: v for k, v in optim_cfg.items() if k not in ("steps", "group_by")}}
     restored = resume_checkpoint(checkpoint, same_run, device, net, optimizer, scheduler, np_rng) if resume else None
     if restored is not None:
         history, done, seconds_before = restored
@@ -185,6 +193,7 @@ def train_photo_identity(data: Path, config: dict, out: Path, resume: bool = Tru
     from PIL import Image
 
     for step in range(done, steps):
+        groups = next(g for until, g in groupings if step < until)
         part = batch_rows(groups, step, batch, seed, int(optim_cfg.get("group_run", 8)))
         rng = random.Random(f"identity:{seed}:{step}")
         clean = [Image.fromarray(np.asarray(images[i])) for i in part]
@@ -201,7 +210,7 @@ def train_photo_identity(data: Path, config: dict, out: Path, resume: bool = Tru
         if (step + 1) % every == 0 or step + 1 == steps:
             record = {"step": step + 1, "loss": round(float(np.mean(window)), 4),
                       "images_per_s": round(len(window) * len(shown) / (time.time() - window_start), 1),
-                      "gem_p": round(float(net.gem_p), 3)}
+                      "gem_p": round(float(net.gem_p.detach()), 3)}
             history.append(record)
             console.log(record)
             with open(work / f"{out.name}.progress.jsonl", "a") as handle:   # readable while it runs

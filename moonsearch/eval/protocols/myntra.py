@@ -195,9 +195,10 @@ def run_products(system: System, products: list, queries: list[dict],
         with_image = [i for i in range(n) if images[i] is not None]
         image_view = np.concatenate([v.image for v in views])[with_image]
         held_out_photos = [held_out_view(images[i]) for i in with_image]
-        held_out = embed(encoder, [None] * len(held_out_photos), held_out_photos, queries=True)
         # image-only queries as an index built now answers them: by the photo identity channel
         channel = robustness.PhotoChannel.of(identity, images) if identity is not None else None
+        if channel is None:
+            held_out = embed(encoder, [None] * len(held_out_photos), held_out_photos, queries=True)
     else:
         products_mm = embed(encoder, texts, [None] * n)
         with_image = []
