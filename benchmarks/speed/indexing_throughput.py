@@ -286,6 +286,16 @@ def _baseline_forward(encoder):
     return forward
 
 
+def with_build_channels(encoder):
+    """The encoder as a default build embeds with it: wrapped with the photo identity model where
+    the weights ship (moonsearch.encoder.photo_identity), so (a) / (b) compares like with like."""
+    from moonsearch.encoder import photo_identity
+
+    if not photo_identity.enabled_by_default():
+        return encoder
+    return photo_identity.WithIdentity(encoder, photo_identity.PhotoIdentity.load())
+
+
 def run_bare(encoder, products, batch_size: int) -> dict:
     """Decode, preprocess and tokenize everything first; time only the forward passes."""
     from moonsearch.catalog import first_image
@@ -473,8 +483,8 @@ def main(argv: list[str] | None = None) -> None:
                                           overlap=False, sort_by_length=False)
                 elif part == "torch":
                     result = run_torch(args, n)
-                elif part == "bare":
-                    result = run_bare(encoder, products, args.batch_size)
+                elif part == "bare":   # the same forward passes a build makes, the identity channel's too
+                    result = run_bare(with_build_channels(encoder), products, args.batch_size)
                 else:
                     clip = load_vitb32()
                     clip_source = clip.source
