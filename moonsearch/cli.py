@@ -289,6 +289,9 @@ def info(
     for key in ("encoder", "dim", "index_type", "views", "counts", "source", "created", "format_version", "backend"):
         value = manifest[key]
         table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    identity = manifest.get("identity")
+    table.add_row("photo identity", f"{identity['id']} (image-only queries rank by it)" if identity else
+                  "none (image-only queries go through the encoder; rebuild for the photo identity channel)")
     table.add_row("state", f"{manifest['generation']} write(s) since the build"
                   + (f" (files in {manifest['snapshot']})" if manifest["snapshot"] else ""))
     fields = ", ".join(f"{k} ({n})" for k, n in details["filterable_fields"][:25])
