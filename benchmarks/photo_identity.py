@@ -60,12 +60,10 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.data / "products.jsonl").is_file():
         raise SystemExit(f"no catalog at {args.data}")
+    from robustness import products_of, without_frame_trim
+
     if args.no_trim:
-        from moonsearch.encoder import pixels
-
-        pixels.trim_plain_frame = lambda image, *a, **k: image
-
-    from robustness import products_of
+        without_frame_trim()
 
     from moonsearch import photos
     from moonsearch.catalog.inputs import model_input

@@ -49,6 +49,13 @@ class MirrorAveraged:
         return getattr(self.inner, name)
 
 
+def without_frame_trim() -> None:
+    """Photos (catalog and query) keep their plain frames: what --no-trim measures."""
+    from moonsearch.encoder import pixels
+
+    pixels.trim_plain_frame = lambda image, *a, **k: image
+
+
 def products_of(data: Path, split: str) -> list:
     from moonsearch.eval.protocols import myntra
 
@@ -104,9 +111,7 @@ def main() -> None:
     from moonsearch.eval import robustness
 
     if args.no_trim:
-        from moonsearch.encoder import pixels
-
-        pixels.trim_plain_frame = lambda image, *a, **k: image
+        without_frame_trim()
     encoder = load_encoder(args.encoder)
     identity = None
     if args.identity != "none":
