@@ -26,6 +26,7 @@ from moonsearch.encoder.registry import load_encoder
 from moonsearch.errors import IndexFormatError, MoonsearchError
 from moonsearch.store.backends import check_backend, open_records, open_vectors
 from moonsearch.search.results import HYBRID, PHOTO, VECTORS, Hit, Ranking, SearchResults
+from moonsearch.search.query_cache import QueryVectorCache
 from moonsearch.store.extra_images import ExtraImageMap
 from moonsearch.store.files import EXTRA_MAP_FILE, EXTRA_VIEWS, IDENTITY_VIEW, SKIPS_FILE, extra_view_file, view_file
 from moonsearch.store.filters import Filter, parse_filters
@@ -49,6 +50,19 @@ def check_min_score(value) -> float:
     return number
 
 
+def members(candidates: np.ndarray, keys: np.ndarray) -> set[int]:
+    """The candidates that are among `keys` (RecordStore.allowed_rows: sorted), by binary search:
+    np.isin hashed all of a boost's keys (~15k for gender=Women) on every hybrid query, ~0.5 ms
+    a boost; this is ~0.02 ms. Unsorted keys are sorted first."""
+    keys = np.asarray(keys, np.int64)
+    if len(keys) == 0 or len(candidates) == 0:
+        return set()
+    if len(keys) > 1 and not (keys[1:] >= keys[:-1]).all():
+        keys = np.sort(keys)
+    at = np.searchsorted(keys, candidates).clip(max=len(keys) - 1)
+    return set(candidates[keys[at] == candidates].tolist())
+
+
 class ProductIndex:
     """An index folder opened for search; the encoder loads on first use. It serves the state
     the manifest named at open; its own writes (`upsert`, `delete`) move it to the new state,
@@ -68,6 +82,7 @@ class ProductIndex:
         self._extras: ExtraImageMap | None = None
         self._extra_views: dict = {}
         self._attribute_words: AttributeWords | None = None
+        self.query_cache = QueryVectorCache()   # new and empty for every state (refresh)
 
     @classmethod
     def open(cls, folder: Path | str, device: str = "auto", encoder: Encoder | None = None) -> "ProductIndex":
@@ -145,7 +160,9 @@ class ProductIndex:
         text = text.strip() if isinstance(text, str) else None
         if not text and image is None:
             raise MoonsearchError("give a query text, a query image, or both")
-        picture = load_query_image(image) if image is not None else None
+        if image is None:   # text only: the vector depends on the text and the encoder alone
+            return self.query_cache.vector(text, lambda t: query_encoding(self.encoder)([t], [None]))
+        picture = load_query_image(image)
         return query_encoding(self.encoder)([text or None], [picture])
 
     def allowed_rows(self, filters: Sequence[Filter | str], view: str):
@@ -288,7 +305,7 @@ class ProductIndex:
             elif not matches and (allowed is None or len(allowed)):
                 notes.append(f"no product's text has any of the words '{keywords}': ranked by vectors alone")
             candidates = np.array(sorted({r for _, r in pairs} | {r for r, _ in matches}), np.int64)
-            boosted = [set(candidates[np.isin(candidates, self.store.allowed_rows([b]))].tolist()) for b in boosts]
+            boosted = [members(candidates, self.store.allowed_rows([b])) for b in boosts]
             merged = fuse([[r for _, r in pairs], [r for r, _ in matches]], boosted)
             pairs = [(score, row) for row, score in merged[:k]]
             missing = [row for _, row in pairs if row not in cosines]   # found by keywords alone
