@@ -318,7 +318,7 @@ def train(
     backbone_path: Optional[Path] = typer.Option(None, "--backbone-path", help="MLLM configs: local Qwen2-VL / Qwen2.5-VL checkpoint folder (nothing is downloaded)."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the last epoch checkpoint of the same config."),
     device: str = typer.Option("auto", help="auto | cpu | cuda: moon-lite trains on a CUDA GPU when one is visible."),
-    init: Optional[str] = typer.Option(None, "--init", help="moon-lite: start from these weights instead of random ones (a shipped name such as moon-lite, or a .safetensors path), e.g. to fine-tune the shipped model on your catalog; sets the config's \"init\". photo-query, text-query: the moon-lite model the head is for (its \"base\")."),
+    init: Optional[str] = typer.Option(None, "--init", help="moon-lite, photo-identity: start from these weights instead of untrained ones (a shipped name such as moon-lite, or a .safetensors path), e.g. to fine-tune the shipped model on your catalog; sets the config's \"init\". photo-query, text-query: the moon-lite model the head is for (its \"base\")."),
 ):
     """Train an encoder on a catalog's train split (tower features are cached once)."""
     from moonsearch.train.run import train_encoder

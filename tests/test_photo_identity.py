@@ -273,3 +273,33 @@ def test_the_trainer_runs_and_resumes_on_a_tiny_catalog(tmp_path):
     with Image.open(catalog / "images" / "Q000.png") as photo:
         vectors = model.embed([photo.convert("RGB"), None])
     assert vectors.shape == (2, model.dim) and abs(np.linalg.norm(vectors[0]) - 1) < 1e-4 and not vectors[1].any()
+
+
+def test_a_continued_run_starts_from_the_given_weights(tmp_path):
+    from moonsearch.encoder.base import read_weights
+    from moonsearch.train.baseline import load_config
+    from moonsearch.train.photo_identity import train_photo_identity
+
+    catalog = make_catalog(tmp_path / "catalog", n=12)
+    config = load_config("photo-identity")
+    config["optim"].update(steps=2, batch_size=4, checkpoint_every=1)
+    first = tmp_path / "weights" / "first"
+    train_photo_identity(catalog, config, first, work=tmp_path / "work")
+    # learning rates of zero: what comes out is exactly what went in, so the start was `first`
+    frozen = {**config, "init": str(first.with_suffix(".safetensors")),
+              "optim": {**config["optim"], "lr": 0.0, "head_lr": 0.0, "weight_decay": 0.0}}
+    second = tmp_path / "weights" / "second"
+    report = train_photo_identity(catalog, frozen, second, work=tmp_path / "work")
+    assert report["started_from"]["weights"] == photo_identity.identity_id(first.with_suffix(".safetensors"))
+    assert report["started_from"]["steps"] == 2
+    _, before = read_weights(first.with_suffix(".safetensors"))
+    _, after = read_weights(second.with_suffix(".safetensors"))
+    assert before.keys() == after.keys()
+    assert all(np.array_equal(np.asarray(before[k]), np.asarray(after[k])) for k in before)
+
+    for wrong, message in (("moon-lite", "not a photo identity model"), (str(tmp_path / "none.safetensors"), "no photo identity weights")):
+        with pytest.raises(MoonsearchError, match=message):
+            train_photo_identity(catalog, {**config, "init": wrong}, tmp_path / "weights" / "third", work=tmp_path / "work")
+    shape = {**config, "init": str(first.with_suffix(".safetensors")), "model": {**config["model"], "dim": 128}}
+    with pytest.raises(MoonsearchError, match="cut/dim"):
+        train_photo_identity(catalog, shape, tmp_path / "weights" / "third", work=tmp_path / "work")

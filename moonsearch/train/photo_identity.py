@@ -123,6 +123,34 @@ def identity_loss(clean: torch.Tensor, views: torch.Tensor, temperature: float) 
     return torch.stack(terms).mean()
 
 
+def starting_identity(init: str, model_config: dict) -> tuple[dict, dict]:
+    """The tensors a continued run starts from (config key "init": "photo-identity" for the shipped
+    weights, or a .safetensors path written by this trainer) and their identity for the report.
+    The network's shape (cut, dim) must be the config's own."""
+    from moonsearch.encoder.base import read_weights
+    from moonsearch.encoder.photo_identity import identity_id
+    from moonsearch.encoder.registry import weights_file
+    from moonsearch.jsonfiles import read_json
+
+    path = weights_file(str(init))
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise MoonsearchError(f"init: no photo identity weights at {path} (\"photo-identity\" or a .safetensors path)")
+    saved, tensors = read_weights(path)
+    if saved.get("training", {}).get("encoder") != "photo-identity":
+        raise MoonsearchError(f"init: {path} is not a photo identity model, so this training cannot start from it")
+    shape = {k: saved["model"].get(k) for k in ("cut", "dim")}
+    if shape != {k: model_config.get(k) for k in ("cut", "dim")}:
+        raise MoonsearchError(f"init: {path} has cut/dim {shape}, but the config asks for "
+                              f"{ {k: model_config.get(k) for k in ('cut', 'dim')} }")
+    start = {"weights": identity_id(path)}
+    earlier = path.with_suffix(".report.json")
+    if earlier.is_file():   # what the starting point cost, so the report gives the whole bill
+        prior = read_json(earlier, "training report")
+        start.update(steps=(prior.get("history") or [{}])[-1].get("step"),
+                     wall_seconds=prior.get("wall_seconds", {}).get("training"))
+    return {k: torch.as_tensor(v) for k, v in tensors.items()}, start
+
+
 def train_photo_identity(data: Path, config: dict, out: Path, resume: bool = True, device: str = "cpu",
                          work: Path | None = None, fail_after_steps: int | None = None) -> dict:
     """Train on `data`'s train split (less myntra-val) and write `out`.safetensors (the trained
@@ -142,6 +170,8 @@ def train_photo_identity(data: Path, config: dict, out: Path, resume: bool = Tru
     products = training_products(data)
     if config.get("data", {}).get("limit"):
         products = products[:int(config["data"]["limit"])]
+    # checked before anything slow: a wrong init fails at once
+    initial, start = starting_identity(config["init"], model_cfg) if config.get("init") else (None, None)
     images, rows = image_cache(products, work / f"photos-{len(products)}.npy")
     def groups_by(fields) -> list[str]:
         return ["|".join(str(products[r].attributes.get(f)) for f in fields) for r in rows]
@@ -158,6 +188,8 @@ def train_photo_identity(data: Path, config: dict, out: Path, resume: bool = Tru
 
     torch.manual_seed(seed)
     net = IdentityNet(cut=int(model_cfg["cut"]), dim=int(model_cfg["dim"]), gem_p=float(model_cfg.get("gem_p", 3.0)))
+    if initial is not None:
+        net.load_trained(initial)
     size = tuple(model_cfg.get("size", IMAGE_SIZE))
     prefix_path = work / f"prefix-cut{net.cut}-{size[0]}x{size[1]}.onnx"
     if not prefix_path.is_file():
@@ -225,6 +257,8 @@ def train_photo_identity(data: Path, config: dict, out: Path, resume: bool = Tru
               "left_out": "myntra-val (train products 20000..24499)"}, "history": history,
               "wall_seconds": {"caches": round(cache_seconds, 1), "training": round(seconds, 1)},
               "device": device}
+    if start is not None:
+        report["started_from"] = start
     state = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in net.trained_state().items()}
     save_training_outputs(state, {"model": {**model_cfg, "size": list(size)}, "training": config}, report, out)
     checkpoint.unlink(missing_ok=True)

@@ -14,7 +14,8 @@ MLLM_MODELS_DIR = Path("models")   # MLLM encoders are folders too big for the p
 def train_encoder(data: Path, config: str, out: Path | None = None, backbone_path: Path | None = None,
                   resume: bool = True, device: str = "auto", init: str | None = None) -> tuple[Path, dict]:
     """Train the encoder `config` describes on `data`'s train split; returns where it went and
-    the training report. `init` (moon-lite) starts from those weights instead of random ones."""
+    the training report. `init` (moon-lite, photo-identity) starts from those weights instead of
+    the untrained ones."""
     from moonsearch.encoder.registry import WEIGHTS_DIR
     from moonsearch.train.baseline import load_config
 
@@ -27,8 +28,8 @@ def train_encoder(data: Path, config: str, out: Path | None = None, backbone_pat
     if init is not None and kind in ("photo-query", "text-query"):
         cfg["base"] = init      # the model the head is for
     elif init is not None:
-        if kind != "moon-lite":
-            raise MoonsearchError(f"--init is for moon-lite configs; {config} trains '{kind}'")
+        if kind not in ("moon-lite", "photo-identity"):
+            raise MoonsearchError(f"--init is for moon-lite and photo-identity configs; {config} trains '{kind}'")
         cfg["init"] = init
     name = cfg.get("name") or Path(config).stem   # not the kind: baseline-heldout must not replace the shipped baseline
     if kind == "baseline":
