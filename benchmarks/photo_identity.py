@@ -92,20 +92,23 @@ def main() -> None:
     rows = [i for i, im in enumerate(images) if im is not None][:args.limit or None]
     keys = [str(products[i].id) for i in rows]
     tried = [float(w) for w in args.weights.split(",")]
-    labels = {(w, m): f"identity{' + mirrored query' if m else ''}, mm weight {w:g}" for m in (False, True) for w in tried}
+    # which of the query's views (photo.query_views) each row matches: the photo alone, and its
+    # mirror image, and the shrunk views too (what the index does)
+    shown = {"": "plain", " + mirrored query": "mirrored", " + mirrored and shrunk query": "all"}
+    labels = {(w, m): f"identity{label}, mm weight {w:g}" for label, m in shown.items() for w in tried}
     table: dict = {"no identity": {}, **{label: {} for label in labels.values()}}
     changes = {name: robustness.transformed([images[i] for i in rows], keys, name) for name in photos.TRANSFORMS}
     changes["i2mm (held-out view)"] = [held_out_view(images[i]) for i in rows]
     for change, queries in changes.items():
         query_mm = embed(encoder, [None] * len(queries), queries, queries=True)
         table["no identity"][change] = robustness.recall(query_mm, candidate_mm, rows)
-        from PIL import ImageOps
-
-        plain = identity.embed(queries)
-        both = np.stack([plain, identity.embed([ImageOps.mirror(q) for q in queries])])
-        for (w, mirrored), label in labels.items():
-            ranked = photo.rank_matrix(both if mirrored else plain, channel.candidates, query_mm, candidate_mm, w,
-                                       photo.PHOTO_DEPTH, channel.has_photo)
+        views = np.stack([identity.embed(view) for view in photo.query_views(queries)])
+        penalties = photo.view_penalties()
+        mirror = len(views) // 2   # query_views puts the mirror images second
+        chosen = {"plain": [0], "mirrored": [0, mirror], "all": list(range(len(views)))}
+        for (w, which), label in labels.items():
+            ranked = photo.rank_matrix(views[chosen[which]], channel.candidates, query_mm, candidate_mm, w,
+                                       photo.PHOTO_DEPTH, channel.has_photo, penalties[chosen[which]])
             table[label][change] = photo.recall_at(ranked, rows)
         print(change, {k: v[change] for k, v in table.items()}, flush=True)
     out = {"identity": identity.id, "weights_file": str(weights), "split": args.split, "encoder": encoder.encoder_id,

@@ -199,15 +199,33 @@ def enabled_by_default() -> bool:
 PHOTO_DEPTH = 100     # identity candidates re-ordered by the fused score
 MM_WEIGHT = 0.0       # weight of the product-vector cosine in the fused score
 MIRROR_QUERY = True   # also match the query photo's mirror image (a product scores the better of the two)
+# Also match the query photo shrunk onto a white margin this many times its size (its plain
+# frame trimmed first). A shopper's photo is framed tighter than the catalog's; the catalog
+# photo of the same product then shows it smaller, with white around it, as these views do.
+ZOOM_OUT = (1.1, 1.2, 1.3)
+ZOOM_PENALTY = 0.02   # taken off a shrunk view's similarity: more views, more chances for a lookalike
 
 
 def query_views(images: list) -> list[list]:
-    """The photos an image query is matched as: itself, and its mirror image when MIRROR_QUERY."""
-    if not MIRROR_QUERY:
-        return [list(images)]
+    """The photos an image query is matched as: itself, shrunk onto white margins (ZOOM_OUT), and
+    the mirror image of each when MIRROR_QUERY. A product scores its best view."""
     from PIL import ImageOps
 
-    return [list(images), [None if im is None else ImageOps.mirror(im) for im in images]]
+    from moonsearch.photos import WHITE, on_canvas, trim_plain_frame
+
+    views = [list(images)]
+    if ZOOM_OUT:
+        trimmed = [None if im is None else trim_plain_frame(im.convert("RGB")) for im in images]
+        views += [[None if im is None else on_canvas(im, scale, WHITE) for im in trimmed] for scale in ZOOM_OUT]
+    if MIRROR_QUERY:
+        views += [[None if im is None else ImageOps.mirror(im) for im in view] for view in views]
+    return views
+
+
+def view_penalties() -> np.ndarray:
+    """What each of query_views' views takes off its similarities, in the same order."""
+    one = [0.0] + [ZOOM_PENALTY] * len(ZOOM_OUT)
+    return np.array(one * (2 if MIRROR_QUERY else 1), np.float32)
 
 
 def fused(identity_scores: np.ndarray, mm_scores: np.ndarray | None, weight: float = MM_WEIGHT) -> np.ndarray:
@@ -220,16 +238,18 @@ def fused(identity_scores: np.ndarray, mm_scores: np.ndarray | None, weight: flo
 
 def rank_matrix(query_identity: np.ndarray, candidate_identity: np.ndarray, query_mm: np.ndarray | None = None,
                 candidate_mm: np.ndarray | None = None, weight: float = MM_WEIGHT, depth: int = PHOTO_DEPTH,
-                has_photo: np.ndarray | None = None) -> np.ndarray:
+                has_photo: np.ndarray | None = None, penalties: np.ndarray | None = None) -> np.ndarray:
     """(Q, depth) candidate rows best first, for whole matrices (the evaluation's way; the
     index gets the same top `depth` from FAISS). `query_identity` is (Q, d), or (V, Q, d) for
-    several views of each query (query_views), each candidate scoring its best view.
+    several views of each query (query_views), each candidate scoring its best view less the
+    view's penalty (`penalties`, one per view: view_penalties()).
     Candidates without a photo (`has_photo` False) are not ranked, as the index leaves
     text-only products out of image queries."""
     views = np.asarray(query_identity, np.float32)
     views = views[None] if views.ndim == 2 else views
     candidates = np.asarray(candidate_identity, np.float32)
-    scores = np.max(np.stack([v @ candidates.T for v in views]), axis=0)
+    penalties = np.zeros(len(views), np.float32) if penalties is None else np.asarray(penalties, np.float32)
+    scores = np.max(np.stack([v @ candidates.T - p for v, p in zip(views, penalties)]), axis=0)
     if has_photo is not None:
         scores[:, ~np.asarray(has_photo, bool)] = -np.inf
     depth = min(depth, scores.shape[1])

@@ -61,7 +61,7 @@ class PhotoChannel:
         query_mm = embed(encoder, [None] * len(queries), queries, queries=True) if self.weight else None
         views = np.stack([self.identity.embed(view) for view in photo.query_views(queries)])
         return photo.rank_matrix(views, self.candidates, query_mm, candidate_mm, self.weight, self.depth,
-                                 self.has_photo)
+                                 self.has_photo, photo.view_penalties())
 
     def recall(self, encoder, queries: list, candidate_mm: np.ndarray, targets: list[int]) -> dict:
         from moonsearch.encoder import photo_identity as photo

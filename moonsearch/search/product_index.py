@@ -132,22 +132,24 @@ class ProductIndex:
         return self._extra_views[view]
 
     def _best_per_product(self, view: str, query: np.ndarray, depth: int, allowed: np.ndarray | None,
-                          scores: np.ndarray, rows: np.ndarray) -> tuple[list[tuple[float, int]], dict[int, int]]:
+                          scores: np.ndarray, rows: np.ndarray,
+                          penalty: float = 0.0) -> tuple[list[tuple[float, int]], dict[int, int]]:
         """An image query over every image: each product scores its best image (the product
         vector's, or an extra image's), one row per product, best first; and the image position
         that scored it. The product vectors' top `depth` plus the extras' top `depth` x (most
-        extra images of one product) hold the true top `depth` products at their best scores."""
+        extra images of one product) hold the true top `depth` products at their best scores.
+        `penalty` is taken off every score (a shrunk view of a photo query)."""
         extras = self._extras
         first = extras.first if extras is not None else {}
         best: dict[int, tuple[float, int]] = {}
-        for score, row in zip(scores[0], rows[0]):
+        for score, row in zip(scores[0] - penalty, rows[0]):
             if row >= 0:
                 best[int(row)] = (float(score), first.get(int(row), 0))
         if extras is not None and extras.most_per_product:
             extra_allowed = None if allowed is None else np.flatnonzero(np.isin(extras.rows, allowed))
             extra_depth = depth * extras.most_per_product
             extra_scores, extra_ids = self._extra_view(view).search(query, extra_depth, extra_allowed)
-            for score, extra in zip(extra_scores[0], extra_ids[0]):
+            for score, extra in zip(extra_scores[0] - penalty, extra_ids[0]):
                 if extra < 0:
                     continue
                 row, position = int(extras.rows[extra]), int(extras.positions[extra])
@@ -221,10 +223,11 @@ class ProductIndex:
         allowed = self.allowed_rows(filters, "image")   # text-only products have no photo to match
         depth = max(k, photo.PHOTO_DEPTH)
         best: dict[int, tuple[float, int]] = {}
-        for view in photo.query_views([picture]):   # each product scores its best view of the query
-            query = model.embed(view)
-            scores, rows = self._view(IDENTITY_VIEW).search(query, depth, allowed)
-            found, positions = self._best_per_product(IDENTITY_VIEW, query, depth, allowed, scores, rows)
+        queries = model.embed([view[0] for view in photo.query_views([picture])])   # one batch, one search
+        all_scores, all_rows = self._view(IDENTITY_VIEW).search(queries, depth, allowed)
+        for v, penalty in enumerate(photo.view_penalties()):   # each product scores its best view of the query
+            found, positions = self._best_per_product(IDENTITY_VIEW, queries[v:v + 1], depth, allowed,
+                                                      all_scores[v:v + 1], all_rows[v:v + 1], float(penalty))
             for score, row in found:
                 if row not in best or score > best[row][0]:
                     best[row] = (score, positions[row])
