@@ -9,7 +9,7 @@ text query took 480 ms with 2 threads and 12 ms with 1 (benchmarks/speed/README.
 Defaults, picked from measurements on this 2-core machine (2026-12-03, with a training job and
 other work keeping the load average at 5-9; figures also in benchmarks/results/speed.md):
 
-- queries: 1 thread for every runtime. Warm query p50 on the sample index with 1 vs 2 threads
+- queries: 1 thread for every runtime (except a batch of inputs, below). Warm query p50 on the sample index with 1 vs 2 threads
   (two rounds each): vectors text 18.5/17.5 vs 19.0/17.3 ms, image 22.4/22.1 vs 21.2/20.5 ms,
   hybrid text 24.2/20.0 vs 11.6/22.5 ms: no gain from a second thread, so one query never takes
   a core from whatever else runs (a server answers several queries at once instead).
@@ -43,6 +43,7 @@ QUERY, INDEXING = "query", "indexing"
 ENV_BOTH = "MOONSEARCH_THREADS"
 ENV_BY_MODE = {QUERY: "MOONSEARCH_QUERY_THREADS", INDEXING: "MOONSEARCH_INDEX_THREADS"}
 MAX_INDEXING_THREADS = 8   # past this the towers' small matrices stop scaling
+MAX_QUERY_BATCH_THREADS = 2   # a query's batch (an image query's views) is small: 2 threads at most
 
 
 def default_threads(mode: str) -> int:
@@ -189,6 +190,17 @@ def using(policy: Policy):
 def onnx_threads() -> int:
     """intra_op_num_threads for an ONNX Runtime session made now."""
     return current().threads
+
+
+def query_batch_threads() -> int:
+    """ONNX Runtime threads for a query that embeds a batch at once (an image query's six views
+    of the photo): up to 2, where a single input gains nothing from a second thread but a batch
+    does (six views through the photo identity network: 17.4 ms on 1 thread, 12.8 on 2, without
+    spin-waiting). A query thread count set by argument, `set_threads` or the environment wins."""
+    policy = resolve(QUERY)
+    if policy.source != "default":
+        return policy.threads
+    return max(1, min(MAX_QUERY_BATCH_THREADS, usable_cores()))
 
 
 def onnx_session_options(threads: int | None = None):

@@ -33,6 +33,16 @@ def test_defaults_one_thread_for_queries_and_one_per_core_when_indexing(monkeypa
         assert (indexing.threads, indexing.source) == (expected, "default") and indexing.decode_workers >= 1
 
 
+
+def test_a_query_batch_gets_two_threads_unless_the_query_count_was_set(monkeypatch):
+    for cores, expected in ((1, 1), (2, 2), (16, threads.MAX_QUERY_BATCH_THREADS)):
+        monkeypatch.setattr(threads, "usable_cores", lambda: cores)
+        assert threads.query_batch_threads() == expected
+    monkeypatch.setenv(threads.ENV_BY_MODE[threads.QUERY], "1")
+    assert threads.query_batch_threads() == 1
+    threads.set_threads(queries=3)
+    assert threads.query_batch_threads() == 3
+
 def test_the_query_policy_reaches_faiss_duckdb_and_onnxruntime():
     threads.for_queries(2)
     assert faiss.omp_get_max_threads() == 2

@@ -202,8 +202,18 @@ MIRROR_QUERY = True   # also match the query photo's mirror image (a product sco
 # Also match the query photo shrunk onto a white margin this many times its size (its plain
 # frame trimmed first). A shopper's photo is framed tighter than the catalog's; the catalog
 # photo of the same product then shows it smaller, with white around it, as these views do.
-ZOOM_OUT = (1.1, 1.2, 1.3)
+ZOOM_OUT = (1.15, 1.3)
 ZOOM_PENALTY = 0.02   # taken off a shrunk view's similarity: more views, more chances for a lookalike
+WORKING_SIZE = (384, 512)   # 4x the network's input (96 x 128) each way
+
+
+def reduced(image):
+    """The image, or a copy shrunk to fit WORKING_SIZE when it is bigger."""
+    if image.width <= WORKING_SIZE[0] and image.height <= WORKING_SIZE[1]:
+        return image
+    small = image.copy()
+    small.thumbnail(WORKING_SIZE)
+    return small
 
 
 def query_views(images: list) -> list[list]:
@@ -214,8 +224,8 @@ def query_views(images: list) -> list[list]:
     from moonsearch.photos import WHITE, on_canvas, trim_plain_frame
 
     views = [list(images)]
-    if ZOOM_OUT:
-        trimmed = [None if im is None else trim_plain_frame(im.convert("RGB")) for im in images]
+    if ZOOM_OUT:   # from a copy no bigger than WORKING_SIZE: a phone photo's 12 MP would be slow and change nothing
+        trimmed = [None if im is None else trim_plain_frame(reduced(im.convert("RGB"))) for im in images]
         views += [[None if im is None else on_canvas(im, scale, WHITE) for im in trimmed] for scale in ZOOM_OUT]
     if MIRROR_QUERY:
         views += [[None if im is None else ImageOps.mirror(im) for im in view] for view in views]
@@ -242,19 +252,25 @@ def rank_matrix(query_identity: np.ndarray, candidate_identity: np.ndarray, quer
     """(Q, depth) candidate rows best first, for whole matrices (the evaluation's way; the
     index gets the same top `depth` from FAISS). `query_identity` is (Q, d), or (V, Q, d) for
     several views of each query (query_views), each candidate scoring its best view less the
-    view's penalty (`penalties`, one per view: view_penalties()).
+    view's penalty (`penalties`, one per view: view_penalties()). Views with a penalty (the
+    shrunk ones) only re-score the top `depth` of the others, as the index does: their search
+    would cost a FAISS scan each.
     Candidates without a photo (`has_photo` False) are not ranked, as the index leaves
     text-only products out of image queries."""
     views = np.asarray(query_identity, np.float32)
     views = views[None] if views.ndim == 2 else views
     candidates = np.asarray(candidate_identity, np.float32)
     penalties = np.zeros(len(views), np.float32) if penalties is None else np.asarray(penalties, np.float32)
-    scores = np.max(np.stack([v @ candidates.T - p for v, p in zip(views, penalties)]), axis=0)
+    plain = penalties == 0   # these rank every candidate; the others re-score their top `depth`
+    scores = np.max(np.stack([v @ candidates.T for v in views[plain]]), axis=0)
     if has_photo is not None:
         scores[:, ~np.asarray(has_photo, bool)] = -np.inf
     depth = min(depth, scores.shape[1])
     top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
     identity_top = np.take_along_axis(scores, top, axis=1)
+    for view, penalty in zip(views[~plain], penalties[~plain]):
+        rescored = np.einsum("qd,qkd->qk", view, candidates[top]) - penalty
+        identity_top = np.where(np.isfinite(identity_top), np.maximum(identity_top, rescored), identity_top)
     mm_top = None
     if weight and query_mm is not None and candidate_mm is not None:
         mm_top = np.einsum("qd,qkd->qk", np.asarray(query_mm, np.float32), np.asarray(candidate_mm, np.float32)[top])

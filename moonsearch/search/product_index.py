@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from moonsearch import threads
 from moonsearch.catalog.images import load_query_image
 from moonsearch.devices import placement_for
 from moonsearch.encoder.base import VIEWS, Encoder, query_encoding
@@ -132,24 +133,22 @@ class ProductIndex:
         return self._extra_views[view]
 
     def _best_per_product(self, view: str, query: np.ndarray, depth: int, allowed: np.ndarray | None,
-                          scores: np.ndarray, rows: np.ndarray,
-                          penalty: float = 0.0) -> tuple[list[tuple[float, int]], dict[int, int]]:
+                          scores: np.ndarray, rows: np.ndarray) -> tuple[list[tuple[float, int]], dict[int, int]]:
         """An image query over every image: each product scores its best image (the product
         vector's, or an extra image's), one row per product, best first; and the image position
         that scored it. The product vectors' top `depth` plus the extras' top `depth` x (most
-        extra images of one product) hold the true top `depth` products at their best scores.
-        `penalty` is taken off every score (a shrunk view of a photo query)."""
+        extra images of one product) hold the true top `depth` products at their best scores."""
         extras = self._extras
         first = extras.first if extras is not None else {}
         best: dict[int, tuple[float, int]] = {}
-        for score, row in zip(scores[0] - penalty, rows[0]):
+        for score, row in zip(scores[0], rows[0]):
             if row >= 0:
                 best[int(row)] = (float(score), first.get(int(row), 0))
         if extras is not None and extras.most_per_product:
             extra_allowed = None if allowed is None else np.flatnonzero(np.isin(extras.rows, allowed))
             extra_depth = depth * extras.most_per_product
             extra_scores, extra_ids = self._extra_view(view).search(query, extra_depth, extra_allowed)
-            for score, extra in zip(extra_scores[0] - penalty, extra_ids[0]):
+            for score, extra in zip(extra_scores[0], extra_ids[0]):
                 if extra < 0:
                     continue
                 row, position = int(extras.rows[extra]), int(extras.positions[extra])
@@ -219,18 +218,30 @@ class ProductIndex:
         from moonsearch.encoder import photo_identity as photo
 
         picture = load_query_image(image)
-        model = for_manifest(self.manifest.identity)
+        model = for_manifest(self.manifest.identity, threads.query_batch_threads())   # the views are one batch
         allowed = self.allowed_rows(filters, "image")   # text-only products have no photo to match
         depth = max(k, photo.PHOTO_DEPTH)
         best: dict[int, tuple[float, int]] = {}
-        queries = model.embed([view[0] for view in photo.query_views([picture])])   # one batch, one search
-        all_scores, all_rows = self._view(IDENTITY_VIEW).search(queries, depth, allowed)
-        for v, penalty in enumerate(photo.view_penalties()):   # each product scores its best view of the query
-            found, positions = self._best_per_product(IDENTITY_VIEW, queries[v:v + 1], depth, allowed,
-                                                      all_scores[v:v + 1], all_rows[v:v + 1], float(penalty))
+        queries = model.embed([view[0] for view in photo.query_views([picture])])   # one batch
+        penalties = photo.view_penalties()
+        plain = np.flatnonzero(penalties == 0)   # these search the index; the shrunk views re-score their top
+        if filters:
+            all_scores, all_rows = self._view(IDENTITY_VIEW).search(queries[plain], depth, allowed)
+        else:   # a plain scan costs less than a selector of every row with a photo: drop the others after
+            vectors = self._view(IDENTITY_VIEW)
+            all_scores, all_rows = vectors.search(queries[plain], depth + max(0, vectors.size - len(allowed)), None)
+            all_rows = np.where(np.isin(all_rows, allowed), all_rows, -1)
+        for v in range(len(plain)):   # each product scores its best view of the query
+            found, positions = self._best_per_product(IDENTITY_VIEW, queries[plain[v]:plain[v] + 1], depth,
+                                                      allowed if filters else None, all_scores[v:v + 1],
+                                                      all_rows[v:v + 1])
             for score, row in found:
                 if row not in best or score > best[row][0]:
                     best[row] = (score, positions[row])
+        shrunk = np.flatnonzero(penalties != 0)
+        if len(shrunk) and best:
+            self._rescore_photo(best, sorted(best, key=lambda row: -best[row][0])[:depth], queries[shrunk],
+                                penalties[shrunk])
         ranked = sorted(best.items(), key=lambda item: -item[1][0])[:depth]
         pairs = [(score, row) for row, (score, _) in ranked]
         matched = {row: position for row, (_, position) in ranked}
@@ -243,6 +254,24 @@ class ProductIndex:
             order = np.argsort(-fused, kind="stable")
             pairs = [(float(fused[i]), candidates[i]) for i in order]
         return pairs[:k], matched, cosines
+
+    def _rescore_photo(self, best: dict[int, tuple[float, int]], rows: list[int], queries: np.ndarray,
+                       penalties: np.ndarray) -> None:
+        """Raise `best` (row -> (score, image position)) where one of `queries` (less its penalty)
+        matches an image of one of `rows` better: the shrunk views of a photo query, which only
+        re-order the plain views' top products (photo_identity.rank_matrix does the same)."""
+        first = self._extras.first if self._extras is not None else {}
+        images = [(row, first.get(row, 0)) for row in rows]
+        vectors = [self.stored_vectors(rows, IDENTITY_VIEW)]
+        extras = self._extras
+        if extras is not None and extras.most_per_product:
+            ids = np.flatnonzero(np.isin(extras.rows, rows))
+            images += [(int(extras.rows[i]), int(extras.positions[i])) for i in ids]
+            vectors.append(self._extra_view(IDENTITY_VIEW).vectors(ids))
+        scores = queries @ np.concatenate(vectors).astype(np.float32).T - penalties[:, None]
+        for (row, position), score in zip(images, scores.max(axis=0)):
+            if float(score) > best[row][0]:
+                best[row] = (float(score), position)
 
     def understand(self, text: str | None, parse: bool = True) -> ParsedQuery | None:
         """How `search` reads a query text (moonsearch.store.query_language): rewritten spellings,
