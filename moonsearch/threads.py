@@ -9,10 +9,12 @@ text query took 480 ms with 2 threads and 12 ms with 1 (benchmarks/speed/README.
 Defaults, picked from measurements on this 2-core machine (2026-12-03, with a training job and
 other work keeping the load average at 5-9; figures also in benchmarks/results/speed.md):
 
-- queries: 1 thread for every runtime (except a batch of inputs, below). Warm query p50 on the sample index with 1 vs 2 threads
+- queries: 1 thread for every runtime. Warm query p50 on the sample index with 1 vs 2 threads
   (two rounds each): vectors text 18.5/17.5 vs 19.0/17.3 ms, image 22.4/22.1 vs 21.2/20.5 ms,
   hybrid text 24.2/20.0 vs 11.6/22.5 ms: no gain from a second thread, so one query never takes
-  a core from whatever else runs (a server answers several queries at once instead).
+  a core from whatever else runs (a server answers several queries at once instead). The
+  exception is a query that embeds a batch (an image query's views): up to 2 ONNX Runtime
+  threads, see `query_batch_threads`.
 - indexing: one intra-op thread per core (at most 8) for the encoder and FAISS, plus one
   background thread decoding the next images (PIL releases the GIL). On ONNX Runtime, which
   does not spin-wait here, 2 threads beat 1: 1,024 Myntra products through build_index ran
@@ -197,7 +199,7 @@ def query_batch_threads() -> int:
     of the photo): up to 2, where a single input gains nothing from a second thread but a batch
     does (six views through the photo identity network: 17.4 ms on 1 thread, 12.8 on 2, without
     spin-waiting). A query thread count set by argument, `set_threads` or the environment wins."""
-    policy = resolve(QUERY)
+    policy = current() if current().mode == QUERY else resolve(QUERY)
     if policy.source != "default":
         return policy.threads
     return max(1, min(MAX_QUERY_BATCH_THREADS, usable_cores()))

@@ -42,6 +42,8 @@ def test_a_query_batch_gets_two_threads_unless_the_query_count_was_set(monkeypat
     assert threads.query_batch_threads() == 1
     threads.set_threads(queries=3)
     assert threads.query_batch_threads() == 3
+    threads.for_queries(4)   # open_index(threads=4)
+    assert threads.query_batch_threads() == 4
 
 def test_the_query_policy_reaches_faiss_duckdb_and_onnxruntime():
     threads.for_queries(2)
