@@ -141,9 +141,9 @@ class ProductIndex:
         extras = self._extras
         first = extras.first if extras is not None else {}
         best: dict[int, tuple[float, int]] = {}
-        for score, row in zip(scores[0], rows[0]):
-            if row >= 0:
-                best[int(row)] = (float(score), first.get(int(row), 0))
+        found = rows[0] >= 0
+        for score, row in zip(scores[0][found].tolist(), rows[0][found].tolist()):
+            best[row] = (score, first.get(row, 0))
         if extras is not None and extras.most_per_product:
             extra_allowed = None if allowed is None else np.flatnonzero(np.isin(extras.rows, allowed))
             extra_depth = depth * extras.most_per_product
