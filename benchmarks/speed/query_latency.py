@@ -90,14 +90,36 @@ def measure(index_path: Path, image: Path | None = None, repeat: int = 50, cold_
             cases[name](i)
         times = timed(cases[name], repeat)
         cached_p50[name], cached_p95[name] = round(statistics.median(times), 3), round(percentile(times, 0.95), 3)
+    image_parts = photo_query_parts(index, image, cases["image"], repeat) if index.manifest.identity else {}
     products, kind = index.manifest.counts["products"], index.manifest.index_type
     index.close()
     cold = [cold_query(index_path) for _ in range(cold_repeat)]
     return {"index": str(index_path), "products": products, "index_type": kind, "repeat": repeat,
             "p50_ms": p50, "p95_ms": p95, "cached_p50_ms": cached_p50, "cached_p95_ms": cached_p95,
-            "cold_query_s": round(statistics.median(cold), 3),
+            "image_parts_p50_ms": image_parts, "cold_query_s": round(statistics.median(cold), 3),
             "cold_runs_s": [round(c, 3) for c in cold],
             "encoder_runtime": "torch" if os.environ.get("MOONSEARCH_ONNX") == "0" else "default"}
+
+
+def photo_query_parts(index, image, query, repeat: int) -> dict:
+    """What an image query's views cost on an index with the photo identity channel: the six
+    views through the identity network as one batch on 1 and on 2 threads, and the whole query
+    with the photo and its mirror image only (no shrunk views), p50 ms."""
+    from moonsearch.catalog.images import load_query_image
+    from moonsearch.encoder import photo_identity as photo
+
+    views = [view[0] for view in photo.query_views([load_query_image(image)])]
+    parts = {}
+    for count in (1, 2):
+        model = photo.for_manifest(index.manifest.identity, count)
+        times = timed(lambda i: model.embed(views), repeat)
+        parts[f"identity_{len(views)}_views_{count}_thread"] = round(statistics.median(times), 3)
+    shrink, photo.ZOOM_OUT = photo.ZOOM_OUT, ()
+    try:
+        parts["image_without_shrunk_views"] = round(statistics.median(timed(query, repeat)), 3)
+    finally:
+        photo.ZOOM_OUT = shrink
+    return parts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in CACHED_CASES:
         print(f"{CASE_NAMES[name]:<18}{result['cached_p50_ms'][name]:>10.1f}"
               f"{result['cached_p95_ms'][name]:>10.1f}   (warm, vector from the query cache)")
+    for name, value in result["image_parts_p50_ms"].items():
+        print(f"{name:<36}{value:>8.1f}   (p50, warm: the photo identity channel's views)")
     cold = result["cold_runs_s"]
     print(f"{'text, cold CLI':<18}{1000 * result['cold_query_s']:>10.1f}{1000 * max(cold):>10.1f}   "
           f"(fresh process; p50 and max of {len(cold)})")

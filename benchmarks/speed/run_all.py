@@ -105,6 +105,7 @@ def latency_record(raw: Path) -> dict:
         "cold_query_s": latency.get("cold_query_s"),
         "p50_ms": {k: latency.get("p50_ms", {}).get(k) for k in TARGET_CASES},
         "p95_ms": {k: latency.get("p95_ms", {}).get(k) for k in TARGET_CASES},
+        "image_parts_p50_ms": latency.get("image_parts_p50_ms"),
         "indexing": {k: indexing.get("indexing", {}).get(k) for k in
                      ("products_per_s", "torch_products_per_s", "speedup", "bare_ratio")},
         "peers": {**peers.get("ratios", {}),
