@@ -197,8 +197,9 @@ def onnx_threads() -> int:
 def query_batch_threads() -> int:
     """ONNX Runtime threads for a query that embeds a batch at once (an image query's six views
     of the photo): up to 2, where a single input gains nothing from a second thread but a batch
-    does (six views through the photo identity network: 17.4 ms on 1 thread, 12.8 on 2, without
-    spin-waiting). A query thread count set by argument, `set_threads` or the environment wins."""
+    does (six views through the photo identity network, p50: 17.2 ms on 1 thread, 11.2 on 2,
+    without spin-waiting; benchmarks/speed/query_latency.py's image parts). A query thread count
+    set by argument, `set_threads` or the environment wins."""
     policy = current() if current().mode == QUERY else resolve(QUERY)
     if policy.source != "default":
         return policy.threads
