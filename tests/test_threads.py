@@ -33,7 +33,6 @@ def test_defaults_one_thread_for_queries_and_one_per_core_when_indexing(monkeypa
         assert (indexing.threads, indexing.source) == (expected, "default") and indexing.decode_workers >= 1
 
 
-
 def test_a_query_batch_gets_two_threads_unless_the_query_count_was_set(monkeypatch):
     for cores, expected in ((1, 1), (2, 2), (16, threads.MAX_QUERY_BATCH_THREADS)):
         monkeypatch.setattr(threads, "usable_cores", lambda: cores)
@@ -44,6 +43,7 @@ def test_a_query_batch_gets_two_threads_unless_the_query_count_was_set(monkeypat
     assert threads.query_batch_threads() == 3
     threads.for_queries(4)   # open_index(threads=4)
     assert threads.query_batch_threads() == 4
+
 
 def test_the_query_policy_reaches_faiss_duckdb_and_onnxruntime():
     threads.for_queries(2)
