@@ -177,7 +177,7 @@ def test_train_cli_bad_configs_are_clear_errors(tmp_path):
     done = subprocess.run([sys.executable, "-m", "moonsearch.cli", "train", "--data", str(tmp_path), "--config", "baseline",
                            "--init", "moon-lite"], capture_output=True, text=True, cwd=REPO, timeout=120,
                           env={**os.environ, "COLUMNS": "400"})
-    assert done.returncode != 0 and "--init is for moon-lite configs" in done.stderr + done.stdout
+    assert done.returncode != 0 and "--init is for moon-lite and photo-identity configs" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
 
 
