@@ -149,11 +149,12 @@ def test_a_query_photo_is_also_matched_shrunk_onto_white_and_mirrored():
     for view, mirrored in zip(views[:half], views[half:]):
         assert np.array_equal(np.asarray(ImageOps.mirror(view)), np.asarray(mirrored))
     assert photo_identity.query_views([None]) == [[None]] * len(views)
-    # a phone-sized photo is shrunk views from a working copy, not 12 MP canvases
+    # a phone-sized photo's views all come from a working copy, not 12 MP images
     big = Image.new("RGB", (3000, 4000), (30, 30, 200))
-    shrunk = [view[0] for view in photo_identity.query_views([big])][1:half]
+    big_views = [view[0] for view in photo_identity.query_views([big])]
+    assert big_views[0].size == big_views[half].size == photo_identity.WORKING_SIZE
     assert all(v.width <= photo_identity.WORKING_SIZE[0] * 1.31 and v.height <= photo_identity.WORKING_SIZE[1] * 1.31
-               for v in shrunk)
+               for v in big_views)
 
 
 def test_the_shrunk_views_find_tight_crops_the_plain_views_miss(built, encoder, monkeypatch):

@@ -223,9 +223,12 @@ def query_views(images: list) -> list[list]:
 
     from moonsearch.photos import WHITE, on_canvas, trim_plain_frame
 
-    views = [list(images)]
-    if ZOOM_OUT:   # from a copy no bigger than WORKING_SIZE: a phone photo's 12 MP would be slow and change nothing
-        trimmed = [None if im is None else trim_plain_frame(reduced(im.convert("RGB"))) for im in images]
+    # every view from a copy no bigger than WORKING_SIZE: a phone photo's 12 MP, trimmed, mirrored
+    # and shrunk six times, would be slow and change nothing at the network's 96 x 128
+    images = [None if im is None else reduced(im) for im in images]
+    views = [images]
+    if ZOOM_OUT:
+        trimmed = [None if im is None else trim_plain_frame(im.convert("RGB")) for im in images]
         views += [[None if im is None else on_canvas(im, scale, WHITE) for im in trimmed] for scale in ZOOM_OUT]
     if MIRROR_QUERY:
         views += [[None if im is None else ImageOps.mirror(im) for im in view] for view in views]
