@@ -324,6 +324,7 @@ def test_the_trainer_runs_and_resumes_on_a_tiny_catalog(tmp_path):
         train_photo_identity(catalog, config, out, work=work, fail_after_steps=1)
     report = train_photo_identity(catalog, config, out, work=work)   # resumes after step 1
     assert [r["step"] for r in report["history"]] == [1, 2]
+    assert report["wall_seconds"]["total"] >= report["wall_seconds"]["training"]   # what `moonsearch train` prints
     assert not (work / "tiny-identity.checkpoint.pt").exists()
     model = photo_identity.PhotoIdentity.load(out.with_suffix(".safetensors"))
     with Image.open(catalog / "images" / "Q000.png") as photo:

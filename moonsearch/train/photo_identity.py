@@ -255,7 +255,8 @@ def train_photo_identity(data: Path, config: dict, out: Path, resume: bool = Tru
     seconds = seconds_before + time.time() - run_started
     report = {"encoder": "photo-identity", "name": config.get("name"), "data": {"photos": len(rows),
               "left_out": "myntra-val (train products 20000..24499)"}, "history": history,
-              "wall_seconds": {"caches": round(cache_seconds, 1), "training": round(seconds, 1)},
+              "wall_seconds": {"caches": round(cache_seconds, 1), "training": round(seconds, 1),
+                               "total": round(cache_seconds + seconds, 1)},
               "device": device}
     if start is not None:
         report["started_from"] = start
