@@ -44,3 +44,32 @@ def resume_checkpoint(path: Path, config: dict, device, model, optimizer, schedu
     console.log(f"resumed from {path} after epoch {state['epoch']}")
     # earlier runs' wall time, so the report covers them all
     return state["history"], state["epoch"], state.get("seconds", 0.0)
+
+
+def starting_weights(init: str, kind: str, label: str, model_config: dict,
+                     shape_keys: tuple[str, ...] | None = None) -> tuple[dict, dict, dict]:
+    """What a run that goes on from trained weights starts from (config key "init": a shipped
+    name, or a .safetensors path written by `moonsearch train`): (tensors, {"weights": name@hash},
+    the starting point's own training report or {}, so the report can give the whole bill).
+    The weights must be of `kind` and of the config's shape (`shape_keys` of the model config,
+    or all of it): a model can only go on learning in its own shape."""
+    from moonsearch.encoder.base import file_sha256, read_weights
+    from moonsearch.encoder.registry import weights_file
+    from moonsearch.errors import MoonsearchError
+    from moonsearch.jsonfiles import read_json
+
+    path = weights_file(str(init))
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise MoonsearchError(f"init: no weights at {path} (no {label} weights: a shipped name or a .safetensors path)")
+    saved, tensors = read_weights(path)
+    if saved.get("training", {}).get("encoder") != kind:
+        raise MoonsearchError(f"init: {path} is not a {label} model, so {label} training cannot start from it")
+    have, wanted = saved["model"], model_config
+    if shape_keys is not None:
+        have, wanted = ({k: model.get(k) for k in shape_keys} for model in (have, wanted))
+    if have != wanted:
+        named = f" ({'/'.join(shape_keys)})" if shape_keys else ""
+        raise MoonsearchError(f"init: {path} has the model {have}{named}, but the config asks for {wanted}")
+    earlier = path.with_suffix(".report.json")
+    prior = read_json(earlier, "training report") if earlier.is_file() else {}
+    return tensors, {"weights": f"{path.stem}@{file_sha256(path)[:16]}"}, prior

@@ -41,6 +41,7 @@ from moonsearch.shopper import ShopperQuery, is_relevant, shopper_query
 from moonsearch.progress import console, progress_bar
 from moonsearch.train.baseline import split_train_val
 from moonsearch.train.checkpoints import resume_checkpoint, save_checkpoint
+from moonsearch.train.checkpoints import starting_weights as shared_starting_weights
 from moonsearch.train.report import prepare_output, save_training_outputs
 from moonsearch.train.schedule import plan_steps, warmup_cosine
 from moonsearch.train.token_cache import (TokenCache, build_photo_view_cache, build_training_cache,
@@ -344,26 +345,10 @@ def capped_precision(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> fl
 
 
 def starting_weights(init: str, model_config: dict) -> tuple[dict, dict]:
-    """The tensors a fine-tuning run starts from (config key "init": a shipped moon-lite name such
-    as "moon-lite", or a .safetensors path written by `moonsearch train`), and their identity
-    (name@hash, with the epochs and wall time its own report gives) for the report. The
-    architecture must be the config's own: a model can only go on learning in its own shape."""
-    from moonsearch.encoder.base import file_sha256, read_weights
-    from moonsearch.encoder.registry import weights_file
-    from moonsearch.jsonfiles import read_json
-
-    path = weights_file(str(init))
-    if not path.is_file():
-        raise MoonsearchError(f"init: no weights at {path} (a shipped moon-lite name or a .safetensors path)")
-    saved, tensors = read_weights(path)
-    if saved.get("training", {}).get("encoder") != "moon-lite":
-        raise MoonsearchError(f"init: {path} is not a moon-lite model, so moon-lite training cannot start from it")
-    if saved["model"] != model_config:
-        raise MoonsearchError(f"init: {path} has the model {saved['model']}, but the config asks for {model_config}")
-    start = {"weights": f"{path.stem}@{file_sha256(path)[:16]}"}
-    earlier = path.with_suffix(".report.json")
-    if earlier.is_file():   # what the starting point itself cost, so the report can give the whole bill
-        prior = read_json(earlier, "training report")
+    """The tensors a fine-tuning run starts from (a shipped moon-lite name such as "moon-lite", or
+    a .safetensors path) and their identity, with the epochs and wall time its own report gives."""
+    tensors, start, prior = shared_starting_weights(init, "moon-lite", "moon-lite", model_config)
+    if prior:
         start.update(epochs=len(prior.get("history", [])), wall_seconds=prior.get("wall_seconds", {}).get("total"))
     return tensors, start
 

@@ -31,6 +31,7 @@ from moonsearch import photos
 from moonsearch.encoder.pixels import IMAGE_SIZE, images_to_batch
 from moonsearch.errors import MoonsearchError
 from moonsearch.progress import console
+from moonsearch.train.checkpoints import starting_weights
 
 CACHE_SIZE = (60, 80)   # the Myntra photos' own size: the cache loses nothing there
 
@@ -124,28 +125,11 @@ def identity_loss(clean: torch.Tensor, views: torch.Tensor, temperature: float) 
 
 
 def starting_identity(init: str, model_config: dict) -> tuple[dict, dict]:
-    """The tensors a continued run starts from (config key "init": "photo-identity" for the shipped
-    weights, or a .safetensors path written by this trainer) and their identity for the report.
-    The network's shape (cut, dim) must be the config's own."""
-    from moonsearch.encoder.base import read_weights
-    from moonsearch.encoder.photo_identity import identity_id
-    from moonsearch.encoder.registry import weights_file
-    from moonsearch.jsonfiles import read_json
-
-    path = weights_file(str(init))
-    if not path.is_file() or not path.with_suffix(".json").is_file():
-        raise MoonsearchError(f"init: no photo identity weights at {path} (\"photo-identity\" or a .safetensors path)")
-    saved, tensors = read_weights(path)
-    if saved.get("training", {}).get("encoder") != "photo-identity":
-        raise MoonsearchError(f"init: {path} is not a photo identity model, so this training cannot start from it")
-    shape = {k: saved["model"].get(k) for k in ("cut", "dim")}
-    if shape != {k: model_config.get(k) for k in ("cut", "dim")}:
-        raise MoonsearchError(f"init: {path} has cut/dim {shape}, but the config asks for "
-                              f"{ {k: model_config.get(k) for k in ('cut', 'dim')} }")
-    start = {"weights": identity_id(path)}
-    earlier = path.with_suffix(".report.json")
-    if earlier.is_file():   # what the starting point cost, so the report gives the whole bill
-        prior = read_json(earlier, "training report")
+    """The tensors a continued run starts from ("photo-identity" for the shipped weights, or a
+    .safetensors path written by this trainer) and their identity, with the steps and wall time
+    its own report gives. The network's shape (cut, dim) must be the config's own."""
+    tensors, start, prior = starting_weights(init, "photo-identity", "photo identity", model_config, ("cut", "dim"))
+    if prior:
         start.update(steps=(prior.get("history") or [{}])[-1].get("step"),
                      wall_seconds=prior.get("wall_seconds", {}).get("training"))
     return {k: torch.as_tensor(v) for k, v in tensors.items()}, start
