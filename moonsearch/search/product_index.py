@@ -260,10 +260,10 @@ class ProductIndex:
         """Raise `best` (row -> (score, image position)) where one of `queries` (less its penalty)
         matches an image of one of `rows` better: the shrunk views of a photo query, which only
         re-order the plain views' top products (photo_identity.rank_matrix does the same)."""
-        first = self._extras.first if self._extras is not None else {}
+        extras = self._extras
+        first = extras.first if extras is not None else {}
         images = [(row, first.get(row, 0)) for row in rows]
         vectors = [self.stored_vectors(rows, IDENTITY_VIEW)]
-        extras = self._extras
         if extras is not None and extras.most_per_product:
             ids = np.flatnonzero(np.isin(extras.rows, rows))
             images += [(int(extras.rows[i]), int(extras.positions[i])) for i in ids]
