@@ -1,3 +1,4 @@
+import duckdb
 import pytest
 
 from moonsearch.errors import MoonsearchError
@@ -24,8 +25,22 @@ def test_bad_filters_are_clear_errors(text):
         parse_filter(text)
 
 
-def test_sql_keeps_user_text_out_of_the_statement():
-    f = parse_filter("title=x'); DROP TABLE products; --")
-    sql, params = f.to_sql()
-    assert "DROP" not in sql and "x'" not in sql
-    assert params[0] == "title"
+def test_user_text_in_a_filter_stays_a_value():
+    """Filters are SQL with quoted literals (moonsearch.store.sql_literals): text built to break
+    out of the quotes is matched as a value, and the statement it tried to add never runs."""
+    nasty = "x'); DROP TABLE products; --"
+    con = duckdb.connect()
+    con.execute("CREATE TABLE products (row BIGINT)")
+    con.execute("CREATE TABLE attributes (row BIGINT, key VARCHAR, value_lower VARCHAR, value_num DOUBLE)")
+    con.execute("INSERT INTO products VALUES (0), (1), (2)")
+    con.executemany("INSERT INTO attributes VALUES (?, ?, ?, ?)", [
+        [0, "title", nasty.lower(), None], [1, "title", "x", None], [2, "it's", "a\\b", 3.5]])
+
+    def rows(f):
+        return sorted(r for (r,) in con.execute(f.to_sql()).fetchall())
+
+    assert rows(parse_filter(f"title={nasty}")) == [0]
+    assert rows(parse_filter(f"title!={nasty}")) == [1, 2]
+    assert rows(Filter("it's", "=", ("A\\b",))) == [2]
+    assert rows(Filter("it's", "<", ("inf",))) == [2] and rows(Filter("it's", ">", ("3.5",))) == []
+    assert con.execute("SELECT count(*) FROM products").fetchone()[0] == 3

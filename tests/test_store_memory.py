@@ -33,7 +33,7 @@ QUERIES = [
     "qwertyuiop", "zzzz dress", "xylophone harmonica",                                             # absent words
     "dress dress dress", "red red dress", "shirts shirt SHIRT",                                   # repeated words
     "", "   ", "123 456", "!!!", "-", "'", "the and of",                                            # nothing to match
-    "ΣΑΣ", "straße", "emoji 😀 dress", "\tred\ndress ",
+    "ΣΑΣ", "straße", "emoji 😀 dress", "\tred\ndress ", "dress'); DROP TABLE products; --",
 ]
 
 

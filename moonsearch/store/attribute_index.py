@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from moonsearch.store import sql_literals
 from moonsearch.store.filters import NUMERIC_OPS, Filter
 
 
@@ -97,7 +98,8 @@ def load_attribute_index(con) -> AttributeIndex:
     product_rows = con.execute("SELECT row FROM products").fetchnumpy()["row"]
 
     def load_key(key: str) -> KeyValues:
-        found = con.execute("SELECT row, value_lower, value_num FROM attributes WHERE key = ?", [key]).fetchnumpy()
+        found = con.execute("SELECT row, value_lower, value_num FROM attributes "
+                            f"WHERE key = {sql_literals.text(key)}").fetchnumpy()
         numbers = found["value_num"]
         if np.ma.isMaskedArray(numbers):
             numbers = numbers.filled(np.nan)

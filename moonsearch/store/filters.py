@@ -1,7 +1,7 @@
 """Metadata filters: `field=value`, `field=a,b`, `field!=value`, `field<n`, `field>=n`, ...
 
-A filter becomes a SQL fragment with placeholders; keys and values are always bound
-parameters, so nothing a user types is ever formatted into SQL.
+A filter becomes a SQL fragment whose keys and values are literals built by
+`moonsearch.store.sql_literals` (quoted, so whatever a user types stays a value).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from moonsearch.errors import MoonsearchError
+from moonsearch.store import sql_literals
 
 # Longest operators first so that "<=" is not read as "<".
 _PATTERN = re.compile(r"^\s*(?P<key>[^<>=!]+?)\s*(?P<op><=|>=|!=|=|<|>)\s*(?P<value>.*?)\s*$")
@@ -22,16 +23,16 @@ class Filter:
     op: str
     values: tuple[str, ...]
 
-    def to_sql(self) -> tuple[str, list]:
-        """-> (SELECT of matching rows, parameters)."""
+    def to_sql(self) -> str:
+        """-> the SELECT of matching rows."""
+        key = sql_literals.text(self.key)
         if self.op in NUMERIC_OPS:
-            return (f"SELECT row FROM attributes WHERE key = ? AND value_num {self.op} ?",
-                    [self.key, float(self.values[0])])
-        lowered = [v.lower() for v in self.values]
-        matching = "SELECT row FROM attributes WHERE key = ? AND value_lower IN (SELECT unnest(?))"
+            return f"SELECT row FROM attributes WHERE key = {key} AND value_num {self.op} {sql_literals.number(self.values[0])}"
+        lowered = sql_literals.texts(v.lower() for v in self.values)
+        matching = f"SELECT row FROM attributes WHERE key = {key} AND value_lower IN (SELECT unnest({lowered}))"
         if self.op == "=":
-            return matching, [self.key, lowered]
-        return f"SELECT row FROM products WHERE row NOT IN ({matching})", [self.key, lowered]
+            return matching
+        return f"SELECT row FROM products WHERE row NOT IN ({matching})"
 
 
 def parse_filter(text: str) -> Filter:

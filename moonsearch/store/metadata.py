@@ -21,9 +21,9 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 from moonsearch.errors import IndexFormatError, MoonsearchError
+from moonsearch.store import sql_literals
 from moonsearch.store.attribute_index import AttributeIndex, load_attribute_index
 from moonsearch.store.filters import Filter
 from moonsearch.store.integrity import damaged
@@ -101,6 +101,7 @@ def insert_rows(con, rows: Sequence[ProductRow]) -> None:
     """Products, their attribute values and content hashes in one batch of inserts."""
     if not rows:
         return
+    import pyarrow as pa   # here, not at the top: a query never writes, and pyarrow is 0.1 s of a cold one
     products = pa.table({
         "row": [r.row for r in rows], "id": [r.id for r in rows], "title": [r.title for r in rows],
         "description": [r.description for r in rows], "images": [list(map(str, r.images)) for r in rows],
@@ -284,18 +285,18 @@ class MetadataStore(RecordStore):
         """products() by one SQL query: the first use, and the reference for the in-memory one."""
         if len(rows) == 0:
             return []
-        found = self.con.execute(f"SELECT {', '.join(COLUMNS)} FROM products WHERE row IN (SELECT unnest(?))",
-                                 [list(map(int, rows))]).fetchall()
+        found = self.con.execute(f"SELECT {', '.join(COLUMNS)} FROM products "
+                                 f"WHERE row IN (SELECT unnest({sql_literals.integers(rows)}))").fetchall()
         by_row = {r[0]: record(r) for r in found}
         return [by_row[int(r)] for r in rows]
 
     def row_of(self, product_id: str) -> int | None:
-        found = self.con.execute("SELECT row FROM products WHERE id = ?", [str(product_id)]).fetchone()
+        found = self.con.execute(f"SELECT row FROM products WHERE id = {sql_literals.text(product_id)}").fetchone()
         return None if found is None else found[0]
 
     def keys_of(self, product_ids: Sequence[str]) -> dict[str, int]:
-        found = self.con.execute("SELECT id, row FROM products WHERE id IN (SELECT unnest(?))",
-                                 [[str(i) for i in product_ids]]).fetchall()
+        found = self.con.execute("SELECT id, row FROM products "
+                                 f"WHERE id IN (SELECT unnest({sql_literals.texts(product_ids)}))").fetchall()
         return dict(found)
 
     def content_hashes(self) -> dict[str, tuple[int, str]]:
@@ -345,7 +346,7 @@ class MetadataStore(RecordStore):
         self._forget()
 
     def rows_with_image(self) -> np.ndarray:
-        return self._rows("SELECT row FROM products WHERE has_image", [])
+        return self._rows("SELECT row FROM products WHERE has_image")
 
     def attribute_keys(self) -> list[tuple[str, int]]:
         """Filterable keys with how many products have them, most common first (read once: the
@@ -361,8 +362,9 @@ class MetadataStore(RecordStore):
         them (a writable one changes `attributes` under them until `close` rewrites them)."""
         if self._summaries is None:
             self._summaries = not self.writable and self.con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE table_name IN (SELECT unnest(?))",
-                [list(SUMMARY_TABLES)]).fetchone()[0] == len(SUMMARY_TABLES)
+                "SELECT count(*) FROM duckdb_tables() "
+                f"WHERE table_name IN (SELECT unnest({sql_literals.texts(SUMMARY_TABLES)}))").fetchone()[0] \
+                == len(SUMMARY_TABLES)
         return self._summaries
 
     def value_counts(self, keys: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -370,15 +372,15 @@ class MetadataStore(RecordStore):
         value by (moonsearch.store.query_language.AttributeWords), read once per state."""
         source = "attribute_values" if self._summarised() else \
             "(SELECT key, value, count(DISTINCT row) AS n FROM attributes WHERE value IS NOT NULL GROUP BY key, value)"
-        found = self.con.execute(f"SELECT key, value, n FROM {source} WHERE key IN (SELECT unnest(?))",
-                                 [list(keys)]).fetchall()
+        found = self.con.execute(f"SELECT key, value, n FROM {source} "
+                                 f"WHERE key IN (SELECT unnest({sql_literals.texts(keys)}))").fetchall()
         counts: dict[str, dict[str, int]] = {key: {} for key in keys}
         for key, value, n in found:
             counts[key][value] = int(n)
         return counts
 
-    def _rows(self, sql: str, params: list) -> np.ndarray:
-        return np.array([r[0] for r in self.con.execute(sql, params).fetchall()], dtype=np.int64)
+    def _rows(self, sql: str) -> np.ndarray:
+        return np.array([r[0] for r in self.con.execute(sql).fetchall()], dtype=np.int64)
 
     def _check_keys(self, filters: Sequence[Filter]) -> None:
         known = {k for k, _ in self.attribute_keys()}
@@ -401,16 +403,11 @@ class MetadataStore(RecordStore):
         return self._attributes.allowed_rows(filters)
 
     def allowed_rows_sql(self, filters: Sequence[Filter]) -> np.ndarray:
-        """allowed_rows() by SQL, with bound parameters only: the reference for the in-memory one."""
+        """allowed_rows() by SQL: the reference for the in-memory one."""
         self._check_keys(filters)
-        parts, params = [], []
-        for f in filters:
-            sql, values = f.to_sql()
-            parts.append(sql)
-            params.extend(values)
-        query = " INTERSECT ".join(parts) if parts else "SELECT row FROM products"
+        query = " INTERSECT ".join(f.to_sql() for f in filters) if filters else "SELECT row FROM products"
         # unique: a lone filter on a list-valued key matched a product once per matching value
-        return np.unique(self._rows(query, params))
+        return np.unique(self._rows(query))
 
     def has_keyword_index(self) -> bool:
         return has_keyword_index(self.con)
