@@ -4,7 +4,8 @@ view (mirrored, 90% centre crop), ranked as the index ranks image-only queries
 (moonsearch.encoder.photo_identity), for several weights of the product-vector cosine in the
 fused score; beside the index without the identity channel (the encoder and its photo head).
 `--no-trim` leaves plain frames on the photos (catalog and query) to show what trimming does;
-`--zoom` and `--zoom-penalty` try other shrunk query views (`--zoom ""`: none).
+`--zoom` and `--zoom-penalty` try other shrunk query views (`--zoom ""`: none); `--no-white-point`
+leaves a dimmed query photo's grey background as it is (photos.restore_white).
 Choices are made on myntra-val (the default); `--split test` is the final measurement.
 
     .venv/bin/python benchmarks/photo_identity.py --checkpoint runs/photo-identity/photo-identity.checkpoint.pt
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--no-trim", action="store_true")
     parser.add_argument("--zoom", help="shrink factors of the query views, e.g. 1.1,1.2,1.3 [photo_identity.ZOOM_OUT]")
     parser.add_argument("--zoom-penalty", type=float, help="taken off a shrunk view's cosine [ZOOM_PENALTY]")
+    parser.add_argument("--no-white-point", action="store_true", help="photo_identity.WHITE_POINT off")
     parser.add_argument("--name", help="results file name [default: photo-identity-<split>[-no-trim]]")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
@@ -81,6 +83,7 @@ def main() -> None:
         photo.ZOOM_OUT = tuple(float(f) for f in args.zoom.split(",") if f.strip())
     if args.zoom_penalty is not None:
         photo.ZOOM_PENALTY = args.zoom_penalty
+    photo.WHITE_POINT = not args.no_white_point
     weights = args.identity
     if args.checkpoint:
         weights = checkpoint_weights(args.checkpoint, args.checkpoint.with_name(args.checkpoint.stem + "-eval.safetensors"))
@@ -120,7 +123,7 @@ def main() -> None:
         print(change, {k: v[change] for k, v in table.items()}, flush=True)
     out = {"identity": identity.id, "weights_file": str(weights), "split": args.split, "encoder": encoder.encoder_id,
            "photo_query": encoder.photo_query_id, "products": len(products), "queries": len(rows),
-           "trim": not args.no_trim, "zoom_out": list(photo.ZOOM_OUT), "zoom_penalty": photo.ZOOM_PENALTY,
+           "trim": not args.no_trim, "white_point": photo.WHITE_POINT, "zoom_out": list(photo.ZOOM_OUT), "zoom_penalty": photo.ZOOM_PENALTY,
            "results": table, "seconds": round(time.time() - started, 1),
            "made_by": " ".join(["python benchmarks/photo_identity.py", *sys.argv[1:]])}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +132,8 @@ def main() -> None:
     lines = [f"# Photo identity channel on {args.split}\n",
              f"Identity `{identity.id}` ({weights}); encoder `{encoder.encoder_id}` with photo head "
              f"`{encoder.photo_query_id}`; {len(rows)} query photos per change against {len(products)} products"
-             f"{'' if out['trim'] else '; plain frames not trimmed'}; shrunk query views {photo.ZOOM_OUT}, "
+             f"{'' if out['trim'] else '; plain frames not trimmed'}"
+             f"{'' if out['white_point'] else '; dimmed white backgrounds left grey'}; shrunk query views {photo.ZOOM_OUT}, "
              f"{photo.ZOOM_PENALTY:g} off their cosine; made by `{out['made_by']}`. R@1 (R@10).\n",
              "| ranking | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label, metrics in table.items():

@@ -132,6 +132,39 @@ def random_photo(image: Image.Image, rng: random.Random) -> Image.Image:
     return compose(image, rng, rng.randint(2, 4), wide=True)
 
 
+def restore_white(image: Image.Image, tolerance: int = 24, uniform: float = 0.9, lightest: int = 150) -> Image.Image:
+    """A catalog-style photo taken darker (under-exposed, dimmed, a grey cast) has a plain, light
+    frame that nothing inside is brighter than: its white background. Scale each channel so that
+    frame is white again, as the catalog photo's is (else trim_plain_frame would cut the dimmed
+    white away as a canvas). A frame trim_plain_frame keeps (near white, as many catalogs'
+    off-white backgrounds are) is left as it is, so a catalog photo still matches itself. A photo on a canvas or wall is left alone: its own white background,
+    inside, is brighter than the canvas. Image queries only (moonsearch.encoder.photo_identity)."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    h, w = pixels.shape[:2]
+    if h < 8 or w < 8:
+        return image
+    frame = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    colour = np.median(frame, axis=0)
+    if colour.min() < lightest or colour.min() >= 255 - tolerance:   # dark, or white enough to be kept
+        return image
+    if (np.abs(frame - colour).max(1) <= tolerance).mean() < uniform:
+        return image
+    if np.percentile(pixels.max(2), 99.5) > colour.max() + tolerance:   # a brighter white inside
+        return image
+    return Image.fromarray(np.clip(pixels * (255.0 / colour) + 0.5, 0, 255).astype(np.uint8))
+
+
+def restore_white_inside(image: Image.Image) -> Image.Image:
+    """restore_white, and again inside a canvas: a dimmed photo on a canvas has its canvas
+    trimmed first (one pass of trim_plain_frame), then its own grey background made white."""
+    image = restore_white(image)
+    inner = trim_plain_frame(image, passes=1)
+    if inner is image:
+        return image
+    whitened = restore_white(inner)
+    return image if whitened is inner else whitened   # no dimmed photo inside: the image as it was
+
+
 def trim_plain_frame(image: Image.Image, tolerance: int = 24, uniform: float = 0.9, passes: int = 2) -> Image.Image:
     """Cut away a plain, non-white frame around the subject: the canvas or wall a product
     was photographed on. Every image the towers see goes through this, catalog photos too.

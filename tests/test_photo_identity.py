@@ -173,6 +173,24 @@ def test_the_shrunk_views_find_tight_crops_the_plain_views_miss(built, encoder, 
     assert sum(with_zoom) < sum(without), (with_zoom, without)
 
 
+def test_a_dimmed_photo_is_matched_with_its_white_background_restored(built, encoder, monkeypatch):
+    """An under-exposed photo's grey background would be trimmed away as a canvas, and the
+    product's colours are off: photos.restore_white undoes both before the views are made."""
+    index = open_index(built["with"], encoder)
+
+    def ranks():
+        found = []
+        for i in range(3, 120, 10):
+            query = photos.lighting(photo_of(built["catalog"], i), 0.8, 0.9)
+            ids = [h.id for h in index.search(image=query, k=10)]
+            found.append(ids.index(SAMPLE[i]["id"]) + 1 if SAMPLE[i]["id"] in ids else 11)
+        return found
+    restored = ranks()
+    monkeypatch.setattr(photo_identity, "WHITE_POINT", False)
+    dimmed = ranks()
+    assert sum(restored) < sum(dimmed), (restored, dimmed)
+
+
 def test_the_evaluation_ranks_photo_queries_as_the_index_does(built, encoder):
     """The benchmark's numbers are the index's: same views, penalties, re-scoring and order."""
     from moonsearch.eval.robustness import PhotoChannel

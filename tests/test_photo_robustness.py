@@ -59,6 +59,21 @@ def test_trim_takes_a_plain_canvas_away_and_leaves_white_and_busy_frames(tmp_pat
     assert photos.trim_plain_frame(busy).tobytes() == busy.tobytes()
 
 
+def test_a_dimmed_photo_gets_its_white_background_back(tmp_path):
+    image = catalog_photo(tmp_path)
+    dimmed = photos.lighting(image, 0.82, 1.0)
+    restored = np.asarray(photos.restore_white(dimmed), dtype=np.int16)
+    assert (restored[0] >= 253).all() and (restored[:, 0] >= 253).all()        # white again, so not trimmed
+    assert np.abs(restored - np.asarray(image, dtype=np.int16)).mean() < 3   # and the product's colours back
+    assert photos.trim_plain_frame(photos.restore_white(dimmed)).size == image.size
+    # left alone: a white background, a photo on a canvas (its own white is brighter), a dark frame
+    for same in (image, photos.on_canvas(image, 1.4, (200, 200, 200)), photos.on_canvas(image, 1.4, (90, 90, 90))):
+        assert photos.restore_white(same) is same
+    # a dimmed photo on a darker canvas: the canvas goes, then the photo's grey background turns white
+    inside = np.asarray(photos.restore_white_inside(photos.on_canvas(dimmed, 1.4, (120, 110, 100))), dtype=np.int16)
+    assert inside.shape == restored.shape and np.abs(inside - restored).mean() < 3
+
+
 def test_onnx_image_tower_matches_torch_and_is_cached(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     from moonsearch.encoder.towers import Towers, image_to_tensor

@@ -113,6 +113,7 @@ class PhotoIdentity:
         letterboxed on white); None rows get zeros."""
         from moonsearch.encoder.pixels import images_to_batch
 
+        images = whitened(images)   # catalog photos and query views alike, so a photo still matches itself
         out = np.zeros((len(images), self.dim), np.float32)
         rows = [i for i, im in enumerate(images) if im is not None]
         for start in range(0, len(rows), CHUNK):
@@ -205,6 +206,7 @@ MIRROR_QUERY = True   # also match the query photo's mirror image (a product sco
 ZOOM_OUT = (1.15, 1.3)
 ZOOM_PENALTY = 0.02   # taken off a shrunk view's similarity: more views, more chances for a lookalike
 WORKING_SIZE = (384, 512)   # 4x the network's input (96 x 128) each way
+WHITE_POINT = True    # a photo whose white background came out grey is made white first (photos.restore_white)
 
 
 def reduced(image):
@@ -216,6 +218,16 @@ def reduced(image):
     return small
 
 
+def whitened(images: list) -> list:
+    """The images with a dimmed white background made white again (photos.restore_white) when
+    WHITE_POINT: every image the identity network embeds, catalog photos and query views alike."""
+    if not WHITE_POINT:
+        return list(images)
+    from moonsearch.photos import restore_white_inside
+
+    return [None if im is None else restore_white_inside(im) for im in images]
+
+
 def query_views(images: list) -> list[list]:
     """The photos an image query is matched as: itself, shrunk onto white margins (ZOOM_OUT), and
     the mirror image of each when MIRROR_QUERY. A product scores its best view."""
@@ -225,7 +237,7 @@ def query_views(images: list) -> list[list]:
 
     # every view from a copy no bigger than WORKING_SIZE: a phone photo's 12 MP, trimmed, mirrored
     # and shrunk six times, would be slow and change nothing at the network's 96 x 128
-    images = [None if im is None else reduced(im) for im in images]
+    images = whitened([None if im is None else reduced(im) for im in images])   # before the trims below
     views = [images]
     if ZOOM_OUT:
         trimmed = [None if im is None else trim_plain_frame(im.convert("RGB")) for im in images]
