@@ -68,6 +68,20 @@ def test_the_prescan_returns_the_flat_search_exactly_or_declines(keyed):
     assert answered > len(queries) * 4   # most searches are answered by the prescan, not declined
 
 
+def test_a_few_queries_at_once_give_the_flat_search_exactly():
+    """An image query searches its photo and the photo's mirror image in one call: each query
+    goes through the float16 copy, and a batch with one declined query is the flat scan's."""
+    x, queries = tie_heavy_vectors()
+    store = FaissVectorStore.create(x, np.arange(len(x), dtype=np.int64), "flat")
+    store.search(queries[20:21].copy(), 10)
+    rng = np.random.default_rng(3)
+    for batch in (queries[15:17], queries[20:24], queries[0:2], queries[14:16], queries[15:30]):
+        batch = batch.copy()
+        for k, allowed in ((10, None), (150, None), (10, np.sort(rng.choice(len(x), 2500, replace=False)))):
+            assert same(store.search(batch, k, allowed), search(store.index, batch, k, allowed)), (len(batch), k)
+    assert store._prescan is not None
+
+
 def test_the_prescan_declines_ties_at_the_kth_place():
     x, _ = tie_heavy_vectors()
     index = faiss.IndexFlatIP(x.shape[1])

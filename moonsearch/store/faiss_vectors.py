@@ -251,6 +251,9 @@ class FaissVectorStore(VectorStore):
     about half the time. Writes drop the copy; the next searches build it again."""
 
     prescan_after = 1    # searches answered by the plain scan before the float16 copy is built
+    # up to this many queries in one search go through the copy one by one (an image query's photo
+    # and its mirror image: two); a bigger batch is the flat scan's BLAS kernel's to answer
+    prescan_queries = 4
 
     def __init__(self, index: faiss.Index):
         self.index = index
@@ -258,7 +261,7 @@ class FaissVectorStore(VectorStore):
         self._searches = 0
 
     def _prescan_for(self, queries: np.ndarray) -> HalfPrescan | None:
-        if len(queries) != 1:
+        if not 1 <= len(queries) <= self.prescan_queries:
             return None
         prescan = self._prescan
         if prescan is not None and prescan.index is self.index and prescan.n == self.index.ntotal:
@@ -363,7 +366,12 @@ class FaissVectorStore(VectorStore):
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         prescan = self._prescan_for(queries)
         if prescan is not None:
-            found = prescan.search(queries, k, allowed_ids)
-            if found is not None:
-                return found
+            found = []
+            for i in range(len(queries)):
+                one = prescan.search(queries[i:i + 1], k, allowed_ids)
+                if one is None:   # declined: the flat scan answers the whole batch
+                    break
+                found.append(one)
+            else:
+                return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
         return search(self.index, queries, k, allowed_ids)
