@@ -136,16 +136,17 @@ def restore_white(image: Image.Image, tolerance: int = 24, uniform: float = 0.9,
     """A catalog-style photo taken darker (under-exposed, dimmed, a grey cast) has a plain, light
     frame that nothing inside is brighter than: its white background. Scale each channel so that
     frame is white again, as the catalog photo's is (else trim_plain_frame would cut the dimmed
-    white away as a canvas). A frame trim_plain_frame keeps (near white, as many catalogs'
-    off-white backgrounds are) is left as it is, so a catalog photo still matches itself. A photo on a canvas or wall is left alone: its own white background,
-    inside, is brighter than the canvas. Image queries only (moonsearch.encoder.photo_identity)."""
+    white away as a canvas). A photo on a canvas or wall is left alone: its own white background,
+    inside, is brighter than the canvas. The photo identity channel's alone, for catalog photos
+    and query views alike (photo_identity.whitened), so one on an off-white background still
+    matches itself; the encoder's towers never see it."""
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
     h, w = pixels.shape[:2]
     if h < 8 or w < 8:
         return image
     frame = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     colour = np.median(frame, axis=0)
-    if colour.min() < lightest or colour.min() >= 255 - tolerance:   # dark, or white enough to be kept
+    if colour.min() < lightest or colour.min() >= 253:   # dark, or white already
         return image
     if (np.abs(frame - colour).max(1) <= tolerance).mean() < uniform:
         return image
