@@ -206,10 +206,12 @@ def query_batch_threads() -> int:
     return max(1, min(MAX_QUERY_BATCH_THREADS, usable_cores()))
 
 
-def onnx_session_options(threads: int | None = None):
+def onnx_session_options(threads: int | None = None, spin: bool = False):
     """ort.SessionOptions under the policy: intra-op threads from it, one inter-op thread
     (the graphs are sequential), and no spin-waiting when there are several threads, since a
-    spinning worker takes the core the other runtimes (or another job) need."""
+    spinning worker takes the core the other runtimes (or another job) need. `spin`: the
+    exception for a query's batch (query_batch_threads), whose one call is the query's wait:
+    six views, 9.3 -> 8.1 ms p50 on 2 threads (benchmarks/speed/README.md)."""
     import onnxruntime as ort
 
     count = threads or onnx_threads()
@@ -219,7 +221,7 @@ def onnx_session_options(threads: int | None = None):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3   # warnings only from our own code, not per-graph notices
     if count > 1:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return options
 
 

@@ -51,6 +51,9 @@ def test_the_query_policy_reaches_faiss_duckdb_and_onnxruntime():
     assert threads.onnx_threads() == 2 and threads.duckdb_threads() == 2
     options = threads.onnx_session_options()
     assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    # workers wait without spinning, but for a query's batch (an image query's views)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert threads.onnx_session_options(spin=True).get_session_config_entry("session.intra_op.allow_spinning") == "1"
     con = threads.configure_duckdb(duckdb.connect())
     assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 2
     con = duckdb.connect(config=threads.duckdb_config())

@@ -103,17 +103,18 @@ def measure(index_path: Path, image: Path | None = None, repeat: int = 50, cold_
 
 def photo_query_parts(index, image, query, repeat: int) -> dict:
     """What an image query's views cost on an index with the photo identity channel: the six
-    views through the identity network as one batch on 1 and on 2 threads, and the whole query
-    with the photo and its mirror image only (no shrunk views), p50 ms."""
+    views through the identity network as one batch on 1 and on 2 threads (2 also spinning, as a
+    query runs them), and the whole query with the photo and its mirror image only (no shrunk
+    views), p50 ms."""
     from moonsearch.catalog.images import load_query_image
     from moonsearch.encoder import photo_identity as photo
 
     views = [view[0] for view in photo.query_views([load_query_image(image)])]
     parts = {}
-    for count in (1, 2):
-        model = photo.for_manifest(index.manifest.identity, count)
-        times = timed(lambda i: model.embed(views), repeat)
-        parts[f"identity_{len(views)}_views_{count}_thread"] = round(statistics.median(times), 3)
+    for count, spin in ((1, False), (2, False), (2, True)):   # the query: 2 threads, spinning
+        model = photo.for_manifest(index.manifest.identity, count, spin=spin)
+        times = timed(lambda i: model.embed(views, whiten=False), repeat)
+        parts[f"identity_{len(views)}_views_{count}_thread{'_spin' if spin else ''}"] = round(statistics.median(times), 3)
     shrink, photo.ZOOM_OUT = photo.ZOOM_OUT, ()
     try:
         parts["image_without_shrunk_views"] = round(statistics.median(timed(query, repeat)), 3)

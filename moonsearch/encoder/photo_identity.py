@@ -44,24 +44,24 @@ def identity_id(weights: Path) -> str:
 class PhotoIdentity:
     """embed(images) -> (N, dim) unit identity vectors of product or query photos."""
 
-    def __init__(self, weights: Path, threads: int | None = None):
+    def __init__(self, weights: Path, threads: int | None = None, spin: bool = False):
         from moonsearch.jsonfiles import read_json
 
         self.weights = Path(weights)
         config = read_json(self.weights.with_suffix(".json"), "photo identity config").get("model", {})
         self.dim = int(config.get("dim", 256))
         self.size = tuple(int(v) for v in config.get("size", (96, 128)))
-        self.threads = threads
+        self.threads, self.spin = threads, spin   # spin: threads.onnx_session_options
         self.id = identity_id(self.weights)
         self._session = None
         self._torch = None
 
     @classmethod
-    def load(cls, weights: Path | None = None, threads: int | None = None) -> "PhotoIdentity":
+    def load(cls, weights: Path | None = None, threads: int | None = None, spin: bool = False) -> "PhotoIdentity":
         weights = Path(weights) if weights is not None else shipped()
         if weights is None or not Path(weights).is_file():
             raise MoonsearchError(f"no photo identity weights at {weights or WEIGHTS}")
-        return cls(weights, threads)
+        return cls(weights, threads, spin)
 
     def spec(self) -> dict:
         """What an index manifest records about the identity model that built it."""
@@ -85,7 +85,7 @@ class PhotoIdentity:
                 if not path.is_file():
                     self._export(path)
                 try:
-                    self._session = ort.InferenceSession(str(path), policy.onnx_session_options(self.threads),
+                    self._session = ort.InferenceSession(str(path), policy.onnx_session_options(self.threads, self.spin),
                                                          providers=["CPUExecutionProvider"])
                     break
                 except Exception as exc:  # a damaged cached graph: export it again once
@@ -108,12 +108,14 @@ class PhotoIdentity:
 
         return onnx_image.available()
 
-    def embed(self, images: Sequence) -> np.ndarray:
+    def embed(self, images: Sequence, whiten: bool = True) -> np.ndarray:
         """Unit vectors of RGB images (preprocessed as the towers' input: plain frames trimmed,
-        letterboxed on white); None rows get zeros."""
+        letterboxed on white); None rows get zeros. `whiten=False` for query_views' views, which
+        were whitened already (the same vectors, sooner)."""
         from moonsearch.encoder.pixels import images_to_batch
 
-        images = whitened(images)   # catalog photos and query views alike, so a photo still matches itself
+        if whiten:   # catalog photos and query views alike, so a photo still matches itself
+            images = whitened(images)
         out = np.zeros((len(images), self.dim), np.float32)
         rows = [i for i, im in enumerate(images) if im is not None]
         for start in range(0, len(rows), CHUNK):
@@ -157,19 +159,19 @@ class WithIdentity:
 _LOADED: dict = {}
 
 
-def for_manifest(spec: dict | None, threads: int | None = None) -> PhotoIdentity | None:
+def for_manifest(spec: dict | None, threads: int | None = None, spin: bool = False) -> PhotoIdentity | None:
     """The identity model an index was built with (its manifest's `identity`), or None for an
     index without identity vectors. A model other than the one recorded is refused in one line:
     its vectors would not be comparable."""
     if not spec:
         return None
     weights = Path(spec["weights"]) if spec.get("weights") else WEIGHTS
-    key = (str(weights), threads)
+    key = (str(weights), threads, spin)
     if key not in _LOADED:
         if not weights.is_file():
             raise MoonsearchError(f"this index was built with the photo identity model {spec.get('id')}, whose weights "
                                   f"are not at {weights}; rebuild the index with `moonsearch index`")
-        _LOADED[key] = PhotoIdentity.load(weights, threads)
+        _LOADED[key] = PhotoIdentity.load(weights, threads, spin)
     model = _LOADED[key]
     if model.id != spec.get("id"):
         raise MoonsearchError(f"this index was built with the photo identity model {spec.get('id')}, but {weights} is "

@@ -218,11 +218,11 @@ class ProductIndex:
         from moonsearch.encoder import photo_identity as photo
 
         picture = load_query_image(image)
-        model = for_manifest(self.manifest.identity, threads.query_batch_threads())   # the views are one batch
+        model = for_manifest(self.manifest.identity, threads.query_batch_threads(), spin=True)   # the views: one batch
         allowed = self.allowed_rows(filters, "image")   # text-only products have no photo to match
         depth = max(k, photo.PHOTO_DEPTH)
         best: dict[int, tuple[float, int]] = {}
-        queries = model.embed([view[0] for view in photo.query_views([picture])])   # one batch
+        queries = model.embed([view[0] for view in photo.query_views([picture])], whiten=False)   # one batch
         penalties = photo.view_penalties()
         plain = np.flatnonzero(penalties == 0)   # these search the index; the shrunk views re-score their top
         if filters:
