@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from moonsearch import photos
+from moonsearch.encoder.photo_identity import whitened
 from moonsearch.encoder.pixels import IMAGE_SIZE, images_to_batch
 from moonsearch.errors import MoonsearchError
 from moonsearch.progress import console
@@ -213,7 +214,9 @@ def train_photo_identity(data: Path, config: dict, out: Path, resume: bool = Tru
         part = batch_rows(groups, step, batch, seed, int(optim_cfg.get("group_run", 8)))
         rng = random.Random(f"identity:{seed}:{step}")
         clean = [Image.fromarray(np.asarray(images[i])) for i in part]
-        shown = clean + [identity_view(im, rng) for _ in range(views) for im in clean]
+        # whitened as the index and the queries are (photo_identity.whitened): a dimmed view is
+        # learnt as the query path will show it
+        shown = whitened(clean + [identity_view(im, rng) for _ in range(views) for im in clean])
         features = prefix.run(None, {"pixels": images_to_batch(shown, size)})[0]
         z = net.suffix(torch.from_numpy(features))
         value = identity_loss(z[:len(part)], z[len(part):].reshape(views, len(part), -1), temperature)
