@@ -132,6 +132,17 @@ def random_photo(image: Image.Image, rng: random.Random) -> Image.Image:
     return compose(image, rng, rng.randint(2, 4), wide=True)
 
 
+def _frame_colour(pixels: np.ndarray, tolerance: int, uniform: float) -> np.ndarray | None:
+    """The median colour of an image's outermost pixels when at least `uniform` of them are
+    within `tolerance` of it (a plain frame); None otherwise, or for an image under 8 pixels."""
+    h, w = pixels.shape[:2]
+    if h < 8 or w < 8:
+        return None
+    frame = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    colour = np.median(frame, axis=0)
+    return colour if (np.abs(frame - colour).max(1) <= tolerance).mean() >= uniform else None
+
+
 def restore_white(image: Image.Image, tolerance: int = 24, uniform: float = 0.9, lightest: int = 150) -> Image.Image:
     """A catalog-style photo taken darker (under-exposed, dimmed, a grey cast) has a plain, light
     frame that nothing inside is brighter than: its white background. Scale each channel so that
@@ -141,14 +152,8 @@ def restore_white(image: Image.Image, tolerance: int = 24, uniform: float = 0.9,
     and query views alike (photo_identity.whitened), so one on an off-white background still
     matches itself; the encoder's towers never see it."""
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-    h, w = pixels.shape[:2]
-    if h < 8 or w < 8:
-        return image
-    frame = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    colour = np.median(frame, axis=0)
-    if colour.min() < lightest or colour.min() >= 253:   # dark, or white already
-        return image
-    if (np.abs(frame - colour).max(1) <= tolerance).mean() < uniform:
+    colour = _frame_colour(pixels, tolerance, uniform)
+    if colour is None or colour.min() < lightest or colour.min() >= 253:   # no plain frame, dark, or white already
         return image
     if np.percentile(pixels.max(2), 99.5) > colour.max() + tolerance:   # a brighter white inside
         return image
@@ -177,13 +182,10 @@ def trim_plain_frame(image: Image.Image, tolerance: int = 24, uniform: float = 0
     one with at least two pixels that differ from the frame."""
     for _ in range(passes):
         pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+        colour = _frame_colour(pixels, tolerance, uniform)
+        if colour is None or colour.min() >= 255 - tolerance:
+            return image
         h, w = pixels.shape[:2]
-        if h < 8 or w < 8:
-            return image
-        frame = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-        colour = np.median(frame, axis=0)
-        if colour.min() >= 255 - tolerance or (np.abs(frame - colour).max(1) <= tolerance).mean() < uniform:
-            return image
         differs = np.abs(pixels - colour).max(2) > tolerance
         rows = np.flatnonzero(differs.sum(1) >= 2)
         cols = np.flatnonzero(differs.sum(0) >= 2)
