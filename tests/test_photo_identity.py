@@ -111,12 +111,12 @@ def test_the_manifest_names_the_identity_model_and_the_files_exist(built):
 
 # (change, how many of the 12 must rank first, the rank all must reach). The sample's photos are
 # flat drawings, unlike the Myntra photos the network was trained on, and each kind has 9
-# lookalikes (two handbags differ only in a clasp): measured 12/12 first for exact, jpeg-q30,
-# upscale and pad-grey, 9/12 for mirror+crop6 (all in the top 3), 6-9/12 for crop12, rotate8 and
-# photo-mix (crop12 and photo-mix all in the top 5; one rotated photo at 11, 10 without the
-# shrunk query views).
+# lookalikes (two handbags differ only in a clasp). Measured with the shipped network (2,150
+# steps, white point on): 12/12 first for exact, jpeg-q30, upscale, pad-grey and crop12; 10/12
+# for mirror+crop6 (all in the top 3), 9/12 for rotate8 (top 5) and photo-mix (top 2). The
+# thresholds leave a little room for another machine's float rounding.
 CHANGES = [("exact", 12, 1), ("jpeg-q30", 11, 2), ("upscale3x+blur", 12, 1), ("pad-grey", 12, 1),
-           ("mirror+crop6", 9, 3), ("crop12", 5, 10), ("rotate8", 6, 12), ("photo-mix", 6, 10)]
+           ("mirror+crop6", 9, 3), ("crop12", 10, 3), ("rotate8", 8, 6), ("photo-mix", 8, 3)]
 
 
 @pytest.mark.parametrize("change,first,within", CHANGES)
