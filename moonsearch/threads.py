@@ -211,7 +211,7 @@ def onnx_session_options(threads: int | None = None, spin: bool = False):
     (the graphs are sequential), and no spin-waiting when there are several threads, since a
     spinning worker takes the core the other runtimes (or another job) need. `spin`: the
     exception for a query's batch (query_batch_threads), whose one call is the query's wait:
-    six views, 9.3 -> 8.1 ms p50 on 2 threads (benchmarks/speed/README.md)."""
+    six views, 11.3 -> 10.1 ms p50 on 2 threads (latency.json's image_parts_p50_ms)."""
     import onnxruntime as ort
 
     count = threads or onnx_threads()

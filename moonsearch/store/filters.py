@@ -27,7 +27,8 @@ class Filter:
         """-> the SELECT of matching rows."""
         key = sql_literals.text(self.key)
         if self.op in NUMERIC_OPS:
-            return f"SELECT row FROM attributes WHERE key = {key} AND value_num {self.op} {sql_literals.number(self.values[0])}"
+            bound = sql_literals.number(self.values[0])
+            return f"SELECT row FROM attributes WHERE key = {key} AND value_num {self.op} {bound}"
         lowered = sql_literals.texts(v.lower() for v in self.values)
         matching = f"SELECT row FROM attributes WHERE key = {key} AND value_lower IN (SELECT unnest({lowered}))"
         if self.op == "=":
