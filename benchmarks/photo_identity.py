@@ -112,7 +112,7 @@ def main() -> None:
     for change, queries in changes.items():
         query_mm = embed(encoder, [None] * len(queries), queries, queries=True)
         table["no identity"][change] = robustness.recall(query_mm, candidate_mm, rows)
-        views = np.stack([identity.embed(view, whiten=False) for view in photo.query_views(queries)])
+        views = identity.embed_query_views(queries)
         penalties = photo.view_penalties()
         mirror = len(views) // 2   # query_views puts the mirror images second
         chosen = {"plain": [0], "mirrored": [0, mirror], "all": list(range(len(views)))}

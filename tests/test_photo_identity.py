@@ -157,6 +157,20 @@ def test_a_query_photo_is_also_matched_shrunk_onto_white_and_mirrored():
                for v in big_views)
 
 
+def test_query_views_in_one_batch_equal_each_view_embedded_alone(built):
+    """embed_query_views runs every view of every query as one batch: row (v, q) is query q's
+    view v, the same vector as that view embedded on its own; a None query gets zero rows."""
+    model = photo_identity.PhotoIdentity.load()
+    queries = [photo_of(built["catalog"], 0), None, photos.on_canvas(photo_of(built["catalog"], 1), 1.4)]
+    batched = model.embed_query_views(queries)
+    views = photo_identity.query_views(queries)
+    assert batched.shape == (len(views), len(queries), model.dim)
+    for v, view in enumerate(views):
+        alone = model.embed(view, whiten=False)
+        assert np.allclose(batched[v], alone, atol=1e-5)
+    assert not batched[:, 1].any() and np.allclose(np.linalg.norm(batched[:, 0], axis=1), 1.0, atol=1e-5)
+
+
 def test_the_shrunk_views_find_tight_crops_the_plain_views_miss(built, encoder, monkeypatch):
     index = open_index(built["with"], encoder)
 

@@ -128,6 +128,13 @@ class PhotoIdentity:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return np.where(norms > 0, out / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
+    def embed_query_views(self, images: Sequence) -> np.ndarray:
+        """(V, Q, d): each query photo's views (query_views), all through the network as one batch,
+        so a query pays one run however many views it has."""
+        views = query_views(list(images))
+        flat = self.embed([im for view in views for im in view], whiten=False)
+        return flat.reshape(len(views), len(images), self.dim)
+
     def _torch_embed(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 

@@ -222,7 +222,7 @@ class ProductIndex:
         allowed = self.allowed_rows(filters, "image")   # text-only products have no photo to match
         depth = max(k, photo.PHOTO_DEPTH)
         best: dict[int, tuple[float, int]] = {}
-        queries = model.embed([view[0] for view in photo.query_views([picture])], whiten=False)   # one batch
+        queries = model.embed_query_views([picture])[:, 0]   # (views, d)
         penalties = photo.view_penalties()
         plain = np.flatnonzero(penalties == 0)   # these search the index; the shrunk views re-score their top
         if filters:
