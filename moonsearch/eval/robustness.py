@@ -59,7 +59,8 @@ class PhotoChannel:
         from moonsearch.encoder import photo_identity as photo
 
         query_mm = embed(encoder, [None] * len(queries), queries, queries=True) if self.weight else None
-        return photo.rank_matrix(self.identity.embed_query_views(queries), self.candidates, query_mm, candidate_mm, self.weight, self.depth,
+        views = self.identity.embed_query_views(queries)
+        return photo.rank_matrix(views, self.candidates, query_mm, candidate_mm, self.weight, self.depth,
                                  self.has_photo, photo.view_penalties())
 
     def recall(self, encoder, queries: list, candidate_mm: np.ndarray, targets: list[int]) -> dict:
